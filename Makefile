@@ -1,0 +1,50 @@
+# recipelab: `make train` and `make test` work on a fresh clone (they install first).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-slow lint format sync clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "warning: apt could not install dataset-fashion-mnist; torchvision's download is the fallback"; \
+	else echo "note: as root, 'apt-get install dataset-fashion-mnist' gives the data without a download"; fi
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv/ and install the project, its pinned dependencies and the data (once)
+
+train: install ## train the default recipe (extra Hydra overrides: make train ARGS="optimizer=adam")
+	$(PY) -m recipelab.train $(ARGS)
+
+test: install ## the fast test suite (slow tests excluded)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: install ## only the slow tests
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint: install ## ruff: lint and format check
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: install ## ruff: fix imports and format
+	$(VENV)/bin/ruff check --fix --select I src tests scripts
+	$(VENV)/bin/ruff format src tests scripts
+
+sync: install ## upload every offline W&B run under logs/ (needs internet and `wandb login`)
+	@runs=$$(find logs -type d -name 'offline-run-*' 2>/dev/null); \
+	if [ -z "$$runs" ]; then echo "no offline W&B runs under logs/"; else $(VENV)/bin/wandb sync $$runs; fi
+
+clean: ## remove caches (logs/ and .venv/ stay: `rm -rf logs .venv` removes those)
+	rm -rf .pytest_cache .ruff_cache build src/*.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

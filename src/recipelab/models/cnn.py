@@ -1,0 +1,50 @@
+"""A small VGG-style CNN family: stages of (conv → norm → activation) × depth, then max-pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from recipelab.models.norm import NormSpec
+
+
+def conv_block(c_in: int, c_out: int, norm: NormSpec) -> nn.Sequential:
+    # A norm right after a conv makes the conv's bias redundant (the norm's shift takes its place).
+    bias = norm.kind == "none" or norm.position == "post"
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)]
+    act = nn.ReLU(inplace=True)
+    layers += [norm(c_out), act] if norm.position == "pre" else [act, norm(c_out)]
+    return nn.Sequential(*layers)
+
+
+class ConvNet(nn.Module):
+    """``widths`` gives the channels of each stage; every stage but the last halves the resolution."""
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64),
+        depth: int = 2,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        norm: NormSpec | None = None,
+    ):
+        super().__init__()
+        norm = norm or NormSpec()
+        stages, c = [], in_channels
+        for i, width in enumerate(widths):
+            blocks = [conv_block(c if j == 0 else width, width, norm) for j in range(depth)]
+            if i < len(widths) - 1:
+                blocks.append(nn.MaxPool2d(2))
+            stages.append(nn.Sequential(*blocks))
+            c = width
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.head(self.dropout(x))

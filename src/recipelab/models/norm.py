@@ -1,0 +1,46 @@
+"""The normalization factory: every layer of a network asks it for its norm, so one option changes all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from recipelab.errors import UserError
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """``kind``: batchnorm, layernorm, groupnorm, instancenorm or none; ``position``: pre/post activation."""
+
+    kind: str = "batchnorm"
+    position: str = "pre"
+    eps: float = 1e-5
+    momentum: float = 0.1
+    groups: int = 8
+
+    def __post_init__(self):
+        if self.kind not in NORMS:
+            raise UserError(f"normalization.kind={self.kind!r}: choose from {sorted(NORMS)}")
+        if self.position not in ("pre", "post"):
+            raise UserError(f"normalization.position={self.position!r}: choose pre or post (activation)")
+
+    def __call__(self, channels: int) -> nn.Module:
+        return NORMS[self.kind](channels, self)
+
+
+def _groups(channels: int, wanted: int) -> int:
+    g = min(wanted, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+NORMS = {
+    "batchnorm": lambda c, s: nn.BatchNorm2d(c, eps=s.eps, momentum=s.momentum),
+    # GroupNorm with one group normalizes over (C, H, W) per sample: layer norm for conv features.
+    "layernorm": lambda c, s: nn.GroupNorm(1, c, eps=s.eps),
+    "groupnorm": lambda c, s: nn.GroupNorm(_groups(c, s.groups), c, eps=s.eps),
+    "instancenorm": lambda c, s: nn.GroupNorm(c, c, eps=s.eps),
+    "none": lambda c, s: nn.Identity(),
+}

@@ -1,0 +1,135 @@
+"""The training entry: compose → validate → build → fit → test → record.
+
+python -m recipelab.train [overrides]        one run, in logs/runs/<date>/<time>_<name>/
+python -m recipelab.train -m seed=1,2,3      a sweep, in logs/multiruns/<date>/<time>_<name>/<job>/
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar, Timer
+from omegaconf import DictConfig, OmegaConf
+
+from recipelab import tracking
+from recipelab.data import build_augmentation
+from recipelab.errors import UserError
+from recipelab.models import NormSpec
+from recipelab.training import RecipeModule, param_groups_weight_decay
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
+
+
+def build_module(cfg: DictConfig) -> RecipeModule:
+    # Built objects go to the partial, not to instantiate, which would turn a dataclass into a config node.
+    model = instantiate(cfg.model, _partial_=True)(
+        norm=NormSpec(**cfg.normalization), dropout=cfg.regularization.dropout
+    )
+    scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
+    return RecipeModule(
+        model=model,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        scheduler_options={
+            k: cfg.scheduler[k] for k in SCHEDULER_OPTIONS if cfg.scheduler.get(k) is not None
+        },
+        param_groups=param_groups_weight_decay,
+        label_smoothing=cfg.regularization.label_smoothing,
+        tta_flip=cfg.tta_flip,
+        channels_last=cfg.channels_last,
+        num_classes=cfg.model.num_classes,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback without a bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for conf in cfg.logger.values():
+        if conf is None:
+            continue
+        if conf._target_.endswith("WandbLogger"):
+            identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
+            config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
+            loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
+        else:
+            loggers.append(instantiate(conf))
+    return loggers
+
+
+def print_config(cfg: DictConfig) -> None:
+    from rich import print as rprint
+    from rich.tree import Tree
+
+    tree = Tree("config")
+    for key, value in cfg.items():
+        branch = tree.add(f"[bold]{key}")
+        branch.add(OmegaConf.to_yaml(value).strip() if isinstance(value, DictConfig) else str(value))
+    rprint(tree)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit and test one recipe; returns the record written to metrics.json."""
+    start = time.time()
+    out = Path(cfg.paths.output_dir)
+    record = {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "groups": tracking.group_choices(),
+        "status": "failed",
+        "metrics": {},
+        "run_dir": str(out),
+    }
+    print_config(cfg)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed)
+    datamodule = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed, augmentation=augmentation)
+    datamodule.prepare_data()
+    module = build_module(cfg)
+    callbacks = build_callbacks(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        # read before test: restoring the best checkpoint also restores the Timer's saved offset
+        record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        record["metrics"] = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+        }
+        record["best_checkpoint"] = best
+        record["status"] = "completed"
+    finally:
+        record.update(
+            epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
+        )
+        tracking.write_json(out / "metrics.json", record)
+        tracking.finish_wandb(0 if record["status"] == "completed" else 1)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        record = train(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return record["metrics"].get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

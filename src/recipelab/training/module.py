@@ -1,0 +1,107 @@
+"""The LightningModule: receives built parts (model, optimizer and scheduler partials) and knows no Hydra."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class RecipeModule(L.LightningModule):
+    """Classification with a configurable recipe.
+
+    optimizer: partial taking params (a list of param-group dicts from ``param_groups``).
+    scheduler: partial taking (optimizer, total_steps=, steps_per_epoch=) in scheduler ticks, or None.
+    scheduler_options: Lightning's lr_scheduler dict entries (interval, frequency, monitor).
+    config: a plain container saved into checkpoints so any checkpoint can rebuild its own model.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_options: dict | None = None,
+        param_groups: Callable[[torch.nn.Module], list[dict]] | None = None,
+        label_smoothing: float = 0.0,
+        tta_flip: bool = False,
+        channels_last: bool = False,
+        num_classes: int = 10,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}}, logger=False)
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_options = dict(scheduler_options or {})
+        self.param_groups = param_groups
+        self.label_smoothing, self.tta_flip = label_smoothing, tta_flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=self.memory_format))
+
+    def model_step(self, batch, smoothing: float = 0.0):
+        x, y = batch
+        logits = self(x)
+        return F.cross_entropy(logits, y, label_smoothing=smoothing), logits, y
+
+    def training_step(self, batch, batch_idx):
+        loss, logits, y = self.model_step(batch, self.label_smoothing)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        # One `lr` series (the first param group's rate): LearningRateMonitor would split it into lr/pgN.
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, logits, y = self.model_step(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities; with tta_flip, the mean over the image and its mirror."""
+        probs = self(x).float().softmax(-1)
+        if self.tta_flip:
+            probs = (probs + self(x.flip(-1)).float().softmax(-1)) / 2
+        return probs
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        probs = self.predict_proba(x)
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), y)
+        self.test_acc(probs, y)
+        self.test_ece(probs, y)
+        self.log("test/loss", nll, on_epoch=True)
+        self.log("test/nll", nll, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/ece", self.test_ece, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        params = self.param_groups(self.model) if self.param_groups else self.model.parameters()
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        options = {"interval": "step", "frequency": 1, **self.scheduler_options}
+        steps_per_epoch = self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1)
+        ticks_per_epoch = max(steps_per_epoch if options["interval"] == "step" else 1, 1)
+        ticks_per_epoch //= options["frequency"]
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=ticks_per_epoch * self.trainer.max_epochs, steps_per_epoch=ticks_per_epoch
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **options}}

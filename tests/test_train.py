@@ -1,0 +1,56 @@
+"""End to end: `python -m recipelab.train` for one epoch, and what its run folder holds."""
+
+import torch
+
+from recipelab.wandb_file import read_run
+
+
+def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
+    m = one_epoch_run.metrics()
+    assert m["status"] == "completed" and m["seed"] == 42 and m["epochs"] == 1
+    assert m["steps"] == 20  # 2000 / 100 optimizer steps
+    assert m["groups"]["optimizer"] == "nesterov" and m["groups"]["normalization"] == "batchnorm"
+    assert 0.3 < m["metrics"]["test/acc"] <= 1 and m["metrics"]["test/nll"] > 0
+    assert m["wall_time_s"] > 0
+    ckpt = one_epoch_run.run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")  # plain containers only
+    assert state["global_step"] == 20
+    assert state["hyper_parameters"]["config"]["optimizer"]["lr"] == 0.1
+    assert (one_epoch_run.run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
+    (path,) = one_epoch_run.run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    run = read_run(path)
+    m = one_epoch_run.metrics()
+    assert run.group == "default" and run.job_type == "train" and run.exit_code == 0
+    assert {"optimizer:nesterov", "scheduler:onecycle", "normalization:batchnorm", "seed:42"} <= set(run.tags)
+    assert run.config["choices"]["optimizer"] == "nesterov" and run.config["data"]["train_size"] == 2000
+    val = [h["val/acc"] for h in run.history if "val/acc" in h]
+    assert len(val) == 1 and 0 <= val[0] <= 1
+    assert run.summary["test/acc"] == m["metrics"]["test/acc"]
+
+
+def test_sweep_gives_each_job_its_folder_and_one_wandb_group(tmp_path):
+    from tests.conftest import train_cli
+
+    run = train_cli(tmp_path, "-m", "seed=1,2", "data.train_size=300", "data.val_size=300")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    dirs = run.run_dirs
+    assert len(dirs) == 2 and {run.metrics(d)["seed"] for d in dirs} == {1, 2}
+    runs = [read_run(next(d.glob("wandb/offline-run-*/run-*.wandb"))) for d in dirs]
+    assert runs[0].group == runs[1].group and runs[0].group.endswith("_default")
+    assert all(r.job_type == "train" for r in runs)
+
+
+def test_bad_data_root_fails_fast_with_exit_2(tmp_path, monkeypatch):
+    from tests.conftest import train_cli
+
+    run = train_cli(
+        tmp_path,
+        f"data.root={tmp_path / 'empty'}",
+        "data.download=false",
+        env={"RECIPELAB_DEBIAN_DIR": str(tmp_path / "none")},
+    )
+    assert run.proc.returncode == 2
+    assert run.proc.stderr.strip().splitlines()[-1].startswith("error: Fashion-MNIST not found")
