@@ -24,6 +24,11 @@ def group_choices() -> dict[str, str]:
     }
 
 
+def task_overrides() -> list[str]:
+    """This job's own overrides (a sweep job's chosen values among them): what makes it this job."""
+    return list(HydraConfig.get().overrides.task)
+
+
 def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -55,10 +60,12 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def finish_wandb(exit_code: int) -> None:
-    """End this job's W&B run (if any), so the next job of a sweep opens its own."""
+def finish_wandb(exit_code: int, status: str | None = None) -> None:
+    """End this job's W&B run (if any), so the next job of a sweep opens its own; its summary gets ``status``."""
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
+            if status:
+                wandb.run.summary["status"] = status
             wandb.finish(exit_code=exit_code)

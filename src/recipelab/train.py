@@ -6,6 +6,7 @@ python -m recipelab.train -m seed=1,2,3      a sweep, in logs/multiruns/<date>/<
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from recipelab import tracking
+from recipelab import distributed, sweep, tracking
 from recipelab.data import build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
@@ -91,6 +92,7 @@ def train(cfg: DictConfig) -> dict:
         "status": "failed",
         "metrics": {},
         "run_dir": str(out),
+        "overrides": tracking.task_overrides(),
     }
     print_config(cfg)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -100,35 +102,46 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     callbacks = build_callbacks(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    datamodule.batch_size = distributed.per_process_batch(cfg.data.batch_size, trainer.world_size)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
+        fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if not all(math.isfinite(v) for k, v in fitted.items() if k.startswith("train/loss")):
+            record["status"] = "diverged"
+            return record
+        record["metrics"] = {k: v for k, v in fitted.items() if k.startswith("val/")}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        record["metrics"] = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
-        }
+        record["metrics"].update(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        )
         record["best_checkpoint"] = best
         record["status"] = "completed"
     finally:
         record.update(
             epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
         )
-        tracking.write_json(out / "metrics.json", record)
-        tracking.finish_wandb(0 if record["status"] == "completed" else 1)
+        if trainer.global_rank == 0:  # under DDP: one record per job
+            tracking.write_json(out / "metrics.json", record)
+        tracking.finish_wandb(0 if record["status"] == "completed" else 1, record["status"])
     return record
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        record = train(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return record["metrics"].get("test/acc")
+def main(cfg: DictConfig) -> float:
+    """Returns the metric a sweeper optimizes (``optimized_metric``, test/acc by default; NaN if none)."""
+    if tracking.is_multirun():  # a failed job is recorded and the sweep goes on
+        record = sweep.run_job(cfg, train)
+    else:
+        try:
+            record = train(cfg)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return record["metrics"].get(cfg.get("optimized_metric", "test/acc"), math.nan)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,243 @@
+"""The ablation report of a sweep: ``python -m recipelab.report <sweep folder>``.
+
+Reads every job's ``metrics.json``, its overrides (``.hydra/overrides.yaml``) and its logged history (the
+offline W&B run, else the CSV logger's file), and writes into the sweep folder: ``report.md`` and
+``report.csv`` (one row per variant: the swept options except the seed), ``accuracy.png`` (test accuracy
+per variant, mean ± std) and ``val_curves.png`` (mean validation accuracy per epoch, per variant), and logs
+them as a W&B run with ``job_type=report`` in the sweep's group. Jobs that failed or diverged are counted
+and marked, never averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from recipelab import tracking  # noqa: F401  (sets W&B's offline default before wandb is imported)
+from recipelab.errors import UserError
+from recipelab.sweep import job_dirs, read_record
+from recipelab.wandb_file import read_run
+
+SEED_KEYS = ("seed",)
+COLUMNS = ("variant", "n", "completed", "failed", "diverged", "test/acc mean", "test/acc std",
+           "test/loss mean", "test/loss std", "best epoch", "wall time s")
+
+
+@dataclass
+class Job:
+    folder: Path
+    overrides: dict[str, str]
+    record: dict
+    history: list[dict] = field(default_factory=list)  # rows with an epoch and val/acc
+    group: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", "failed")  # no record: the job died before writing one
+
+
+def read_history(folder: Path) -> tuple[list[dict], str]:
+    """(rows holding val/acc, the W&B group) from the job's offline W&B run, else its CSV log."""
+    runs = sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    if runs:
+        run = read_run(runs[-1])
+        return [h for h in run.history if "val/acc" in h and "epoch" in h], run.group
+    logs = sorted(folder.glob("csv/**/metrics.csv"))
+    if logs:
+        with logs[-1].open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
+        return [{"epoch": int(r["epoch"]), "val/acc": float(r["val/acc"])} for r in rows], ""
+    return [], ""
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    jobs = []
+    for folder in job_dirs(sweep_dir):
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+        history, group = read_history(folder)
+        jobs.append(Job(folder, dict(o.split("=", 1) for o in overrides), read_record(folder) or {},
+                        history, group))
+    if not jobs:
+        raise UserError(f"{sweep_dir}: no sweep jobs found (job folders hold .hydra/); pass a sweep folder")
+    return jobs
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """The overrides whose value differs between jobs, the seed left out: what makes a variant."""
+    keys = sorted({k for j in jobs for k in j.overrides})
+    varying = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    return [k for k in varying if k not in SEED_KEYS]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); NaN where there are too few values."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def val_curve(jobs: list[Job]) -> dict[int, float]:
+    """Mean validation accuracy per epoch over the variant's completed jobs."""
+    per_epoch = defaultdict(list)
+    for job in jobs:
+        for row in job.history:
+            per_epoch[int(row["epoch"])].append(float(row["val/acc"]))
+    return {e: statistics.fmean(v) for e, v in sorted(per_epoch.items())}
+
+
+def variant_rows(jobs: list[Job]) -> tuple[list[dict], dict[str, list[Job]]]:
+    keys = swept_keys(jobs)
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or "all jobs"].append(job)
+    rows = []
+    for variant, members in groups.items():
+        done = [j for j in members if j.status == "completed"]
+        acc = mean_std([j.record["metrics"]["test/acc"] for j in done])
+        loss = mean_std([j.record["metrics"]["test/loss"] for j in done])
+        curve = val_curve(done)
+        walls = [j.record["wall_time_s"] for j in done if "wall_time_s" in j.record]
+        rows.append({
+            "variant": variant, "n": len(members), "completed": len(done),
+            "failed": sum(j.status == "failed" for j in members),
+            "diverged": sum(j.status == "diverged" for j in members),
+            "test/acc mean": acc[0], "test/acc std": acc[1], "test/loss mean": loss[0], "test/loss std": loss[1],
+            "best epoch": max(curve, key=curve.get) if curve else None,
+            "wall time s": statistics.fmean(walls) if walls else float("nan"),
+        })
+    return rows, groups
+
+
+def _pm(mean: float, std: float) -> str:
+    if mean != mean:  # NaN: no completed job
+        return "—"
+    return f"{mean:.4f} ± {std:.4f}" if std == std else f"{mean:.4f}"
+
+
+def write_markdown(path: Path, sweep_dir: Path, rows: list[dict], jobs: list[Job]) -> None:
+    lines = [
+        f"# Ablation report: {sweep_dir.name}",
+        "",
+        f"{len(jobs)} jobs; mean ± sample std (n − 1) over each variant's completed jobs.",
+        "",
+        "| variant | n | test/acc | test/loss | best epoch | wall time (s) | failed | diverged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        wall = f"{r['wall time s']:.1f}" if r["wall time s"] == r["wall time s"] else "—"
+        lines.append(
+            f"| {r['variant']} | {r['n']} | {_pm(r['test/acc mean'], r['test/acc std'])} | "
+            f"{_pm(r['test/loss mean'], r['test/loss std'])} | {r['best epoch'] if r['best epoch'] is not None else '—'}"
+            f" | {wall} | {r['failed']} | {r['diverged']} |"
+        )
+    shown = [*swept_keys(jobs), *SEED_KEYS]
+    lines += ["", "## Jobs", "", "| job | options | status | test/acc |", "| --- | --- | --- | --- |"]
+    for j in jobs:
+        status = j.status if j.status == "completed" else f"**{j.status.upper()}**"
+        acc = j.record.get("metrics", {}).get("test/acc")
+        overrides = " ".join(f"{k}={j.overrides[k]}" for k in shown if k in j.overrides)
+        lines.append(f"| {j.folder.name} | `{overrides}` | {status} | {'—' if acc is None else f'{acc:.4f}'} |")
+    lines += ["", "![test accuracy per variant](accuracy.png)", "", "![validation curves](val_curves.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(sweep_dir: Path, rows: list[dict], groups: dict[str, list[Job]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows)), 4))
+    means = [r["test/acc mean"] for r in rows]
+    stds = [r["test/acc std"] if r["test/acc std"] == r["test/acc std"] else 0 for r in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue")
+    for i, r in enumerate(rows):
+        if r["failed"] or r["diverged"]:
+            ax.annotate(f"{r['failed']} failed, {r['diverged']} diverged", (i, 0), ha="center", va="bottom",
+                        color="tab:red", fontsize=8, rotation=90)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test/acc (mean ± std)")
+    ax.set_title("test accuracy per variant")
+    fig.tight_layout()
+    accuracy = sweep_dir / "accuracy.png"
+    fig.savefig(accuracy, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, members in groups.items():
+        curve = val_curve([j for j in members if j.status == "completed"])
+        if curve:
+            ax.plot(list(curve), list(curve.values()), marker="o", label=variant)
+    ax.set_xlabel("epoch (from 0, as Lightning counts)")
+    ax.set_ylabel("val/acc (mean over seeds)")
+    ax.set_title("validation accuracy per variant")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    curves = sweep_dir / "val_curves.png"
+    fig.savefig(curves, dpi=120)
+    plt.close(fig)
+    return [accuracy, curves]
+
+
+def log_to_wandb(sweep_dir: Path, group: str, rows: list[dict], images: list[Path]) -> None:
+    import wandb
+
+    run = wandb.init(project="recipelab", group=group, job_type="report", name=f"report_{sweep_dir.name}",
+                     dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir)})
+    try:
+        run.log({
+            "report": wandb.Table(columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in rows]),
+            **{f"plots/{p.stem}": wandb.Image(str(p)) for p in images},
+        })
+    finally:
+        run.finish()
+
+
+def report(sweep_dir: str | Path, use_wandb: bool = True) -> list[dict]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep folder {sweep_dir} does not exist")
+    jobs = load_jobs(sweep_dir)
+    rows, groups = variant_rows(jobs)
+    write_markdown(sweep_dir / "report.md", sweep_dir, rows, jobs)
+    write_csv(sweep_dir / "report.csv", rows)
+    images = plot(sweep_dir, rows, groups)
+    if use_wandb:
+        group = next((j.group for j in jobs if j.group), f"{sweep_dir.parent.name}_{sweep_dir.name}")
+        log_to_wandb(sweep_dir, group, rows, images)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m recipelab.report <sweep folder>", file=sys.stderr)
+        sys.exit(2)
+    start = time.time()
+    try:
+        rows = report(argv[0])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print((Path(argv[0]) / "report.md").read_text())
+    print(f"{len(rows)} variants; report.md, report.csv, accuracy.png, val_curves.png in {argv[0]} "
+          f"({time.time() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Callbacks that tests add to real runs from the command line (``+callbacks.NAME._target_=tests.helpers.X``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class DivergeAtSeed(L.Callback):
+    """Makes the run whose seed is ``diverge_seed`` diverge: its weights turn NaN before the first step."""
+
+    def __init__(self, run_seed: int, diverge_seed: int):
+        self.diverge = run_seed == diverge_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.diverge and trainer.global_step == 0:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(math.nan)
+
+
+class FirstStepGradients(L.Callback):
+    """Saves, on rank 0, the weights before and the (all-reduced) gradients of the first optimizer step."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 0:
+            self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            self.local_batch = len(batch[0])
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == 0 and trainer.global_rank == 0:
+            grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters()}
+            torch.save({"weights": self.weights, "grads": grads, "local_batch": self.local_batch}, self.path)
