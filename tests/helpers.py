@@ -1,4 +1,4 @@
-"""Callbacks that tests add to real runs from the command line (``+callbacks.NAME._target_=tests.helpers.X``)."""
+"""Callbacks that tests add to real runs from the command line (``+callbacks.x._target_=tests.helpers.X``)."""
 
 from __future__ import annotations
 

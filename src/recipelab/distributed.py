@@ -19,11 +19,11 @@ import time
 
 import torch
 import torch.distributed._functional_collectives as funcol
-from torch import nn
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch import nn
 
 from recipelab.errors import UserError
 
@@ -33,7 +33,7 @@ _children: list[subprocess.Popen] = []  # the ranks this process started for the
 
 
 def per_process_batch(batch_size, world_size: int):
-    """``data.batch_size`` is the global batch: under DDP each of the ``world_size`` processes takes a share."""
+    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
     if world_size == 1:
         return batch_size
     if not isinstance(batch_size, int) or batch_size % world_size:
@@ -121,7 +121,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
         world = torch.distributed.get_world_size()
         # gathered, then summed: the gather's backward (a reduce-scatter) sends each rank its gradient share
-        stats = funcol.all_gather_tensor_autograd(local, 0, torch.distributed.group.WORLD).view(world, -1).sum(0)
+        stats = (
+            funcol.all_gather_tensor_autograd(local, 0, torch.distributed.group.WORLD).view(world, -1).sum(0)
+        )
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c : 2 * c] / n - mean * mean

@@ -26,8 +26,19 @@ from recipelab.sweep import job_dirs, read_record
 from recipelab.wandb_file import read_run
 
 SEED_KEYS = ("seed",)
-COLUMNS = ("variant", "n", "completed", "failed", "diverged", "test/acc mean", "test/acc std",
-           "test/loss mean", "test/loss std", "best epoch", "wall time s")
+COLUMNS = (
+    "variant",
+    "n",
+    "completed",
+    "failed",
+    "diverged",
+    "test/acc mean",
+    "test/acc std",
+    "test/loss mean",
+    "test/loss std",
+    "best epoch",
+    "wall time s",
+)
 
 
 @dataclass
@@ -62,8 +73,9 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     for folder in job_dirs(sweep_dir):
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
         history, group = read_history(folder)
-        jobs.append(Job(folder, dict(o.split("=", 1) for o in overrides), read_record(folder) or {},
-                        history, group))
+        jobs.append(
+            Job(folder, dict(o.split("=", 1) for o in overrides), read_record(folder) or {}, history, group)
+        )
     if not jobs:
         raise UserError(f"{sweep_dir}: no sweep jobs found (job folders hold .hydra/); pass a sweep folder")
     return jobs
@@ -104,14 +116,21 @@ def variant_rows(jobs: list[Job]) -> tuple[list[dict], dict[str, list[Job]]]:
         loss = mean_std([j.record["metrics"]["test/loss"] for j in done])
         curve = val_curve(done)
         walls = [j.record["wall_time_s"] for j in done if "wall_time_s" in j.record]
-        rows.append({
-            "variant": variant, "n": len(members), "completed": len(done),
-            "failed": sum(j.status == "failed" for j in members),
-            "diverged": sum(j.status == "diverged" for j in members),
-            "test/acc mean": acc[0], "test/acc std": acc[1], "test/loss mean": loss[0], "test/loss std": loss[1],
-            "best epoch": max(curve, key=curve.get) if curve else None,
-            "wall time s": statistics.fmean(walls) if walls else float("nan"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "n": len(members),
+                "completed": len(done),
+                "failed": sum(j.status == "failed" for j in members),
+                "diverged": sum(j.status == "diverged" for j in members),
+                "test/acc mean": acc[0],
+                "test/acc std": acc[1],
+                "test/loss mean": loss[0],
+                "test/loss std": loss[1],
+                "best epoch": max(curve, key=curve.get) if curve else None,
+                "wall time s": statistics.fmean(walls) if walls else float("nan"),
+            }
+        )
     return rows, groups
 
 
@@ -132,19 +151,26 @@ def write_markdown(path: Path, sweep_dir: Path, rows: list[dict], jobs: list[Job
     ]
     for r in rows:
         wall = f"{r['wall time s']:.1f}" if r["wall time s"] == r["wall time s"] else "—"
-        lines.append(
-            f"| {r['variant']} | {r['n']} | {_pm(r['test/acc mean'], r['test/acc std'])} | "
-            f"{_pm(r['test/loss mean'], r['test/loss std'])} | {r['best epoch'] if r['best epoch'] is not None else '—'}"
-            f" | {wall} | {r['failed']} | {r['diverged']} |"
-        )
+        best = "—" if r["best epoch"] is None else r["best epoch"]
+        acc, loss = _pm(r["test/acc mean"], r["test/acc std"]), _pm(r["test/loss mean"], r["test/loss std"])
+        cells = [r["variant"], r["n"], acc, loss, best, wall, r["failed"], r["diverged"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     shown = [*swept_keys(jobs), *SEED_KEYS]
     lines += ["", "## Jobs", "", "| job | options | status | test/acc |", "| --- | --- | --- | --- |"]
     for j in jobs:
         status = j.status if j.status == "completed" else f"**{j.status.upper()}**"
         acc = j.record.get("metrics", {}).get("test/acc")
         overrides = " ".join(f"{k}={j.overrides[k]}" for k in shown if k in j.overrides)
-        lines.append(f"| {j.folder.name} | `{overrides}` | {status} | {'—' if acc is None else f'{acc:.4f}'} |")
-    lines += ["", "![test accuracy per variant](accuracy.png)", "", "![validation curves](val_curves.png)", ""]
+        lines.append(
+            f"| {j.folder.name} | `{overrides}` | {status} | {'—' if acc is None else f'{acc:.4f}'} |"
+        )
+    lines += [
+        "",
+        "![test accuracy per variant](accuracy.png)",
+        "",
+        "![validation curves](val_curves.png)",
+        "",
+    ]
     path.write_text("\n".join(lines))
 
 
@@ -167,8 +193,15 @@ def plot(sweep_dir: Path, rows: list[dict], groups: dict[str, list[Job]]) -> lis
     ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue")
     for i, r in enumerate(rows):
         if r["failed"] or r["diverged"]:
-            ax.annotate(f"{r['failed']} failed, {r['diverged']} diverged", (i, 0), ha="center", va="bottom",
-                        color="tab:red", fontsize=8, rotation=90)
+            ax.annotate(
+                f"{r['failed']} failed, {r['diverged']} diverged",
+                (i, 0),
+                ha="center",
+                va="bottom",
+                color="tab:red",
+                fontsize=8,
+                rotation=90,
+            )
     ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test/acc (mean ± std)")
     ax.set_title("test accuracy per variant")
@@ -197,13 +230,21 @@ def plot(sweep_dir: Path, rows: list[dict], groups: dict[str, list[Job]]) -> lis
 def log_to_wandb(sweep_dir: Path, group: str, rows: list[dict], images: list[Path]) -> None:
     import wandb
 
-    run = wandb.init(project="recipelab", group=group, job_type="report", name=f"report_{sweep_dir.name}",
-                     dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir)})
+    run = wandb.init(
+        project="recipelab",
+        group=group,
+        job_type="report",
+        name=f"report_{sweep_dir.name}",
+        dir=str(sweep_dir),
+        config={"sweep_dir": str(sweep_dir)},
+    )
     try:
-        run.log({
-            "report": wandb.Table(columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in rows]),
-            **{f"plots/{p.stem}": wandb.Image(str(p)) for p in images},
-        })
+        run.log(
+            {
+                "report": wandb.Table(columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in rows]),
+                **{f"plots/{p.stem}": wandb.Image(str(p)) for p in images},
+            }
+        )
     finally:
         run.finish()
 
@@ -235,8 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print((Path(argv[0]) / "report.md").read_text())
-    print(f"{len(rows)} variants; report.md, report.csv, accuracy.png, val_curves.png in {argv[0]} "
-          f"({time.time() - start:.1f} s)")
+    print(
+        f"{len(rows)} variants; report.md, report.csv, accuracy.png, val_curves.png in {argv[0]} "
+        f"({time.time() - start:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

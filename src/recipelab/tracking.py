@@ -61,7 +61,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def finish_wandb(exit_code: int, status: str | None = None) -> None:
-    """End this job's W&B run (if any), so the next job of a sweep opens its own; its summary gets ``status``."""
+    """End this job's W&B run (if any), so a sweep's next job opens its own; its summary gets ``status``."""
     if "wandb" in sys.modules:
         import wandb
 
