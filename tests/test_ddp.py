@@ -1,0 +1,78 @@
+"""DDP inside a sweep on CPU (2 gloo processes per job): each job's ranks train that job only, in its folder;
+the global batch is split across the ranks; the first step's averaged gradient is the one-process gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from recipelab.data import prepare_batch
+from recipelab.data.fashion_mnist import EpochPermutation
+from recipelab.train import build_module
+from recipelab.wandb_file import read_run
+from tests.conftest import train_cli
+
+pytestmark = pytest.mark.ddp
+
+TRAIN, BATCH = 400, 100
+
+
+@pytest.fixture(scope="module")
+def ddp_sweep(tmp_path_factory):
+    run = train_cli(
+        tmp_path_factory.mktemp("ddp"),
+        "-m",
+        "trainer=ddp_cpu",
+        "trainer.precision=32-true",  # the gradient comparison wants fp32
+        "augmentation=none",  # per-rank random augmentation would differ from one process's
+        "tta_flip=false",
+        f"data.train_size={TRAIN}",
+        f"data.batch_size={BATCH}",
+        "data.val_size=200",
+        "+trainer.limit_test_batches=1",
+        "seed=1,2",
+        "+callbacks.grads._target_=tests.helpers.FirstStepGradients",
+        "+callbacks.grads.path=${paths.output_dir}/first_step.pt",
+        timeout=600,
+    )
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    return run
+
+
+def test_ddp_sweep_makes_one_folder_record_and_wandb_run_per_job(ddp_sweep):
+    dirs = ddp_sweep.run_dirs
+    assert [d.name for d in dirs] == ["0", "1"]  # the ranks started no sweep and no run of their own
+    assert [p.name for p in ddp_sweep.log_dir.iterdir()] == ["multiruns"]
+    assert len(list(ddp_sweep.log_dir.rglob("metrics.json"))) == 2
+    runs = [read_run(p) for p in sorted(ddp_sweep.log_dir.rglob("run-*.wandb"))]
+    assert len(runs) == 2 and len({r.group for r in runs}) == 1
+    for d, seed in zip(dirs, (1, 2), strict=True):
+        m = ddp_sweep.metrics(d)
+        assert m["status"] == "completed" and m["seed"] == seed and m["groups"]["trainer"] == "ddp_cpu"
+        assert m["steps"] == TRAIN // BATCH  # data.batch_size is the global batch: 2 ranks x 50
+        assert (d / "train_rank1.log").is_file()  # rank 1 ran in this job's folder
+
+
+def test_first_step_gradient_equals_the_single_process_gradient(ddp_sweep):
+    job = ddp_sweep.run_dirs[0]
+    saved = torch.load(job / "first_step.pt", weights_only=True)
+    assert saved["local_batch"] == BATCH // 2
+    state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+    cfg = OmegaConf.create(state["hyper_parameters"]["config"])
+    module = build_module(cfg)
+    module.load_state_dict(saved["weights"])
+    module.train()
+
+    # one process, the same global batch: the first BATCH samples of epoch 0's permutation
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    images, labels = datamodule.splits["train"]
+    order = EpochPermutation(TRAIN, shuffle=True, seed=cfg.seed).indices()[:BATCH]
+    x, y = prepare_batch(images[order]), labels[order]
+    loss = module.model_step((x, y), module.label_smoothing)[0]
+    loss.backward()
+
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(saved["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)

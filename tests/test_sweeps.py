@@ -1,0 +1,123 @@
+"""Sweeps through the real command line: a job per folder and W&B run, divergence that does not stop the
+sweep, a summary at the end, re-runs that skip finished jobs and resume interrupted ones, launchers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from recipelab.train import CONF_DIR
+from recipelab.wandb_file import read_run
+from tests.conftest import train_cli
+
+SMALL = ["data.train_size=300", "data.val_size=300", "+trainer.limit_test_batches=2"]
+# three seeds; seed 3's weights turn NaN before its first step
+DIVERGING = [
+    "-m",
+    *SMALL,
+    "seed=1,2,3",
+    "+callbacks.diverge._target_=tests.helpers.DivergeAtSeed",
+    "+callbacks.diverge.run_seed=${seed}",
+    "+callbacks.diverge.diverge_seed=3",
+]
+
+
+def wandb_runs(job_dir):
+    return [read_run(p) for p in sorted(job_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+
+
+@pytest.fixture(scope="module")
+def diverging_sweep(tmp_path_factory):
+    run = train_cli(tmp_path_factory.mktemp("sweep"), *DIVERGING)
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    return run
+
+
+def test_every_job_has_its_folder_record_and_wandb_run_in_one_group(diverging_sweep):
+    dirs = diverging_sweep.run_dirs
+    assert [d.name for d in dirs] == ["0", "1", "2"] and len({d.parent for d in dirs}) == 1
+    records = [diverging_sweep.metrics(d) for d in dirs]
+    assert [r["seed"] for r in records] == [1, 2, 3]
+    runs = [wandb_runs(d) for d in dirs]
+    assert all(len(r) == 1 for r in runs)  # wandb.finish between jobs: one run each, none shared
+    runs = [r[0] for r in runs]
+    sweep = dirs[0].parent
+    assert {r.group for r in runs} == {f"{sweep.parent.name}_{sweep.name}"}
+    assert all(r.job_type == "train" for r in runs)
+    for run, record in zip(runs, records, strict=True):
+        assert f"seed:{record['seed']}" in run.tags and "optimizer:nesterov" in run.tags
+        assert run.config["seed"] == record["seed"] and run.config["choices"] == record["groups"]
+
+
+def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(diverging_sweep):
+    dirs = diverging_sweep.run_dirs
+    statuses = [diverging_sweep.metrics(d)["status"] for d in dirs]
+    assert statuses == ["completed", "completed", "diverged"]
+    assert all(0 < diverging_sweep.metrics(d)["metrics"]["test/acc"] <= 1 for d in dirs[:2])
+    (diverged,) = wandb_runs(dirs[2])
+    assert diverged.exit_code == 1 and diverged.summary["status"] == "diverged"
+    assert wandb_runs(dirs[0])[0].exit_code == 0
+    assert "3 jobs, 2 completed, 0 failed, 1 diverged" in diverging_sweep.proc.stdout
+    summary = json.loads((dirs[0].parent / "sweep.json").read_text())
+    assert summary["jobs"] == {"0": "completed", "1": "completed", "2": "diverged"}
+
+
+def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(
+    diverging_sweep, tmp_path
+):
+    sweep = shutil.copytree(diverging_sweep.run_dirs[0].parent, tmp_path / "sweep")
+    before = {d: (sweep / d / "metrics.json").read_bytes() for d in ("0", "2")}
+    interrupted = json.loads((sweep / "1" / "metrics.json").read_text())
+    (sweep / "1" / "metrics.json").unlink()  # killed after its last checkpoint, before its record
+
+    run = train_cli(diverging_sweep.log_dir, *DIVERGING, f"hydra.sweep.dir={sweep}")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    assert "job 0: completed in an earlier run of this sweep, skipped" in run.proc.stdout
+    assert "job 2: diverged in an earlier run of this sweep, skipped" in run.proc.stdout
+    assert "job 1: resuming from" in run.proc.stdout
+    for d, data in before.items():  # skipped: record untouched, no second W&B run
+        assert (sweep / d / "metrics.json").read_bytes() == data and len(wandb_runs(sweep / d)) == 1
+    resumed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["steps"] == interrupted["steps"] == 3
+    first, second = wandb_runs(sweep / "1")
+    assert any("val/acc" in h for h in first.history)
+    assert not any("val/acc" in h for h in second.history)  # nothing left to train: it only tested
+    assert "3 jobs, 2 completed, 0 failed, 1 diverged" in run.proc.stdout
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path):
+    run = train_cli(tmp_path, "-m", "launcher=submitit_local", *SMALL, "seed=5")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    job = run.run_dir
+    assert run.metrics(job)["status"] == "completed" and run.metrics(job)["seed"] == 5
+    assert list(job.parent.glob(".submitit/*/*_result.pkl"))  # it ran as a submitit job
+    assert "1 jobs, 1 completed" in run.proc.stdout
+
+
+def compose_sweep_dir(overrides=()) -> str:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        return cfg.hydra.sweep.dir
+
+
+def test_sweeps_started_in_the_same_second_get_distinct_folders():
+    assert compose_sweep_dir() != compose_sweep_dir()  # folder times carry microseconds
+
+
+@pytest.mark.parametrize(("n_jobs", "threads"), [(2, 4), (4, 2), (-1, 1)])
+def test_joblib_gives_each_job_a_share_of_the_cores(monkeypatch, n_jobs, threads):
+    from hydra.core.hydra_config import HydraConfig
+
+    from recipelab import sweep
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        overrides = ["launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
+        HydraConfig.instance().set_config(compose("train", overrides=overrides, return_hydra_config=True))
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    try:
+        assert sweep.thread_budget() == threads  # 8 cores shared by the jobs that run at once
+    finally:
+        HydraConfig.instance().cfg = None
