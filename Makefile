@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format sync clean
+.PHONY: help install train test test-slow lint format sync clean report
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ lint: install ## ruff: lint and format check
 format: install ## ruff: fix imports and format
 	$(VENV)/bin/ruff check --fix --select I src tests scripts
 	$(VENV)/bin/ruff format src tests scripts
+
+SWEEP ?= $(shell ls -dt logs/multiruns/*/*/ 2>/dev/null | head -1)
+report: install ## the ablation report of a sweep (default: the latest): make report SWEEP=logs/multiruns/<date>/<time>_<name>
+	$(PY) -m recipelab.report $(SWEEP)
 
 sync: install ## upload every offline W&B run under logs/ (needs internet and `wandb login`)
 	@runs=$$(find logs -type d -name 'offline-run-*' 2>/dev/null); \

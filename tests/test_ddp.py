@@ -61,6 +61,7 @@ def test_first_step_gradient_equals_the_single_process_gradient(ddp_sweep):
     assert saved["local_batch"] == BATCH // 2
     state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
     cfg = OmegaConf.create(state["hyper_parameters"]["config"])
+    cfg.channels_last = False  # torch's CPU batch norm is less exact on channels-last input (5e-4 off)
     module = build_module(cfg)
     module.load_state_dict(saved["weights"])
     module.train()
@@ -74,5 +75,7 @@ def test_first_step_gradient_equals_the_single_process_gradient(ddp_sweep):
     loss = module.model_step((x, y), module.label_smoothing)[0]
     loss.backward()
 
+    # float tolerance; without synchronized batch norm the error is 15-30% in the first layers
     for name, p in module.named_parameters():
-        torch.testing.assert_close(saved["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+        error = (saved["grads"][name] - p.grad).norm() / p.grad.norm()
+        assert error < 1e-3, f"{name}: relative error {error:.2e}"

@@ -3,6 +3,7 @@ sweep, a summary at the end, re-runs that skip finished jobs and resume interrup
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -65,9 +66,7 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(diverging_sweep):
     assert summary["jobs"] == {"0": "completed", "1": "completed", "2": "diverged"}
 
 
-def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(
-    diverging_sweep, tmp_path
-):
+def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(diverging_sweep, tmp_path):
     sweep = shutil.copytree(diverging_sweep.run_dirs[0].parent, tmp_path / "sweep")
     before = {d: (sweep / d / "metrics.json").read_bytes() for d in ("0", "2")}
     interrupted = json.loads((sweep / "1" / "metrics.json").read_text())
@@ -121,3 +120,28 @@ def test_joblib_gives_each_job_a_share_of_the_cores(monkeypatch, n_jobs, threads
         assert sweep.thread_budget() == threads  # 8 cores shared by the jobs that run at once
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_report_on_the_sweep_matches_its_records_and_logs_a_wandb_report_run(diverging_sweep, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    sweep = shutil.copytree(diverging_sweep.run_dirs[0].parent, tmp_path / "sweep")
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipelab.report", str(sweep)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (sweep / "report.csv").open() as f:
+        (row,) = list(csv.DictReader(f))  # only the seed varies: one variant
+    accs = [json.loads((sweep / d / "metrics.json").read_text())["metrics"]["test/acc"] for d in ("0", "1")]
+    assert (row["n"], row["completed"], row["failed"], row["diverged"]) == ("3", "2", "0", "1")
+    assert float(row["test/acc mean"]) == pytest.approx(np.mean(accs))
+    assert float(row["test/acc std"]) == pytest.approx(np.std(accs, ddof=1))
+    assert "**DIVERGED**" in (sweep / "report.md").read_text()
+    (path,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    run = read_run(path)
+    assert run.job_type == "report" and run.group == wandb_runs(sweep / "0")[0].group
+    logged = {k for h in run.history for k in h}
+    assert {"report", "plots/accuracy", "plots/val_curves"} <= logged

@@ -122,7 +122,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         world = torch.distributed.get_world_size()
         # gathered, then summed: the gather's backward (a reduce-scatter) sends each rank its gradient share
         stats = (
-            funcol.all_gather_tensor_autograd(local, 0, torch.distributed.group.WORLD).view(world, -1).sum(0)
+            funcol.all_gather_single_autograd(local, 0, torch.distributed.group.WORLD).view(world, -1).sum(0)
         )
         n = stats[-1]
         mean = stats[:c] / n
