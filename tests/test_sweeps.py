@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from recipelab.train import CONF_DIR
@@ -87,6 +89,7 @@ def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(
     assert "3 jobs, 2 completed, 0 failed, 1 diverged" in run.proc.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter per job: ~50 s here
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     run = train_cli(tmp_path, "-m", "launcher=submitit_local", *SMALL, "seed=5")
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
@@ -145,3 +148,24 @@ def test_report_on_the_sweep_matches_its_records_and_logs_a_wandb_report_run(div
     assert run.job_type == "report" and run.group == wandb_runs(sweep / "0")[0].group
     logged = {k for h in run.history for k in h}
     assert {"report", "plots/accuracy", "plots/val_curves"} <= logged
+
+
+@pytest.mark.slow
+def test_optuna_search_returns_the_best_val_acc_of_its_trials(tmp_path):
+    run = train_cli(tmp_path, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *SMALL, "logger=csv")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    sweep = run.run_dirs[0].parent
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = [run.metrics(d) for d in run.run_dirs]
+    assert len(trials) == 2 and results["best_value"] == max(t["metrics"]["val/acc"] for t in trials)
+    best = next(t for t in trials if t["metrics"]["val/acc"] == results["best_value"])
+    assert f"optimizer.lr={results['best_params']['optimizer.lr']}" in best["overrides"]
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_with_a_thread_budget_each(tmp_path):
+    run = train_cli(tmp_path, "-m", "launcher=joblib", *SMALL, "seed=1,2", "logger=csv")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    assert [run.metrics(d)["status"] for d in run.run_dirs] == ["completed", "completed"]
+    budget = max((os.cpu_count() or 1) // 2, 1)
+    assert f"job 0: {budget} threads" in run.proc.stdout + run.proc.stderr

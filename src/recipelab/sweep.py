@@ -56,6 +56,7 @@ def run_job(cfg: DictConfig, train) -> dict:
         cfg.ckpt_path = str(last)
     threads = thread_budget()
     if threads:
+        print(f"job {out.name}: {threads} threads", flush=True)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the job's DDP ranks inherit the same budget
     try:
