@@ -146,8 +146,9 @@ def test_report_on_the_sweep_matches_its_records_and_logs_a_wandb_report_run(div
     (path,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
     run = read_run(path)
     assert run.job_type == "report" and run.group == wandb_runs(sweep / "0")[0].group
-    logged = {k for h in run.history for k in h}
-    assert {"report", "plots/accuracy", "plots/val_curves"} <= logged
+    logged = {k: v for h in run.history for k, v in h.items()}
+    assert logged["report/_type"] == "table-file" and logged["report/nrows"] == 1
+    assert logged["plots/accuracy/_type"] == logged["plots/val_curves/_type"] == "image-file"
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from recipelab import tracking  # noqa: F401  (sets W&B's offline default before wandb is imported)
+from recipelab import tracking  # also sets W&B's offline default before wandb is imported
 from recipelab.errors import UserError
 from recipelab.sweep import job_dirs, read_record
 from recipelab.wandb_file import read_run
@@ -259,7 +259,7 @@ def report(sweep_dir: str | Path, use_wandb: bool = True) -> list[dict]:
     write_csv(sweep_dir / "report.csv", rows)
     images = plot(sweep_dir, rows, groups)
     if use_wandb:
-        group = next((j.group for j in jobs if j.group), f"{sweep_dir.parent.name}_{sweep_dir.name}")
+        group = next((j.group for j in jobs if j.group), tracking.sweep_group(sweep_dir))
         log_to_wandb(sweep_dir, group, rows, images)
     return rows
 

@@ -35,10 +35,13 @@ def is_multirun() -> bool:
 
 def run_group(name: str) -> str:
     """The W&B group: the sweep (its folder's date, time and name) for a multirun job, else the run's name."""
-    if is_multirun():
-        sweep = Path(HydraConfig.get().sweep.dir)
-        return f"{sweep.parent.name}_{sweep.name}"
-    return name
+    return sweep_group(HydraConfig.get().sweep.dir) if is_multirun() else name
+
+
+def sweep_group(sweep_dir) -> str:
+    """A sweep's W&B group: its folder's date and time-and-name (``logs/multiruns/<date>/<time>_<name>``)."""
+    sweep = Path(sweep_dir)
+    return f"{sweep.parent.name}_{sweep.name}"
 
 
 def wandb_identity(name: str, seed: int, extra_tags=()) -> dict:
