@@ -44,6 +44,9 @@ def sync_time(device: torch.device) -> float:
     return time.time()
 
 
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
 class StepTimer(L.Callback):
     """Records the wall-clock time at the start of every training batch and writes them on train end."""
 
@@ -120,10 +123,10 @@ def template_run(overrides: list[str], workdir: Path) -> dict:
         "-m",
         "recipelab.train",
         f"paths.log_dir={workdir}",
-        "trainer=quiet",
         "+callbacks.step_timer._target_=recipelab.bench.StepTimer",
         f"+callbacks.step_timer.path={timer_file}",
         *overrides,
+        *QUIET,
     ]
     launched = time.time()
     subprocess.run(args, check=True, capture_output=True, text=True)
@@ -148,9 +151,9 @@ def time_to_accuracy(workdir: Path, target: float, overrides: list[str]) -> dict
             "-m",
             "recipelab.train",
             f"paths.log_dir={workdir}",
-            "trainer=quiet",
             "name=bench_full",
             *overrides,
+            *QUIET,
         ],
         check=True,
         capture_output=True,
