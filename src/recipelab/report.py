@@ -47,34 +47,36 @@ class Job:
     overrides: dict[str, str]
     record: dict
     history: list[dict] = field(default_factory=list)  # rows with an epoch and val/acc
-    group: str = ""
 
     @property
     def status(self) -> str:
         return self.record.get("status", "failed")  # no record: the job died before writing one
 
 
-def read_history(folder: Path) -> tuple[list[dict], str]:
-    """(rows holding val/acc, the W&B group) from the job's offline W&B run, else its CSV log."""
+def read_history(folder: Path) -> list[dict]:
+    """The rows holding val/acc, from the job's offline W&B run, else its CSV log."""
     runs = sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))
     if runs:
-        run = read_run(runs[-1])
-        return [h for h in run.history if "val/acc" in h and "epoch" in h], run.group
+        return [h for h in read_run(runs[-1]).history if "val/acc" in h and "epoch" in h]
     logs = sorted(folder.glob("csv/**/metrics.csv"))
     if logs:
         with logs[-1].open() as f:
             rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
-        return [{"epoch": int(r["epoch"]), "val/acc": float(r["val/acc"])} for r in rows], ""
-    return [], ""
+        return [{"epoch": int(r["epoch"]), "val/acc": float(r["val/acc"])} for r in rows]
+    return []
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for folder in job_dirs(sweep_dir):
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-        history, group = read_history(folder)
         jobs.append(
-            Job(folder, dict(o.split("=", 1) for o in overrides), read_record(folder) or {}, history, group)
+            Job(
+                folder,
+                dict(o.split("=", 1) for o in overrides),
+                read_record(folder) or {},
+                read_history(folder),
+            )
         )
     if not jobs:
         raise UserError(f"{sweep_dir}: no sweep jobs found (job folders hold .hydra/); pass a sweep folder")
@@ -259,7 +261,9 @@ def report(sweep_dir: str | Path, use_wandb: bool = True) -> list[dict]:
     write_csv(sweep_dir / "report.csv", rows)
     images = plot(sweep_dir, rows, groups)
     if use_wandb:
-        group = next((j.group for j in jobs if j.group), tracking.sweep_group(sweep_dir))
+        group = next(
+            (j.record["group"] for j in jobs if "group" in j.record), tracking.sweep_group(sweep_dir)
+        )
         log_to_wandb(sweep_dir, group, rows, images)
     return rows
 
