@@ -218,6 +218,7 @@ def plot(sweep_dir: Path, rows: list[dict], groups: dict[str, list[Job]]) -> lis
         if curve:
             ax.plot(list(curve), list(curve.values()), marker="o", label=variant)
     ax.set_xlabel("epoch (from 0, as Lightning counts)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("val/acc (mean over seeds)")
     ax.set_title("validation accuracy per variant")
     if ax.lines:
