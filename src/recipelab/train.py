@@ -20,7 +20,7 @@ from recipelab import tracking
 from recipelab.data import build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
-from recipelab.training import RecipeModule, param_groups_weight_decay
+from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
@@ -28,8 +28,9 @@ SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
 
 def build_module(cfg: DictConfig) -> RecipeModule:
     # Built objects go to the partial, not to instantiate, which would turn a dataclass into a config node.
+    regularizer = Regularizer(**cfg.regularization)
     model = instantiate(cfg.model, _partial_=True)(
-        norm=NormSpec(**cfg.normalization), dropout=cfg.regularization.dropout
+        norm=NormSpec(**cfg.normalization), dropout=regularizer.dropout, dropconnect=regularizer.dropconnect
     )
     scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
     return RecipeModule(
@@ -40,7 +41,8 @@ def build_module(cfg: DictConfig) -> RecipeModule:
             k: cfg.scheduler[k] for k in SCHEDULER_OPTIONS if cfg.scheduler.get(k) is not None
         },
         param_groups=param_groups_weight_decay,
-        label_smoothing=cfg.regularization.label_smoothing,
+        label_smoothing=regularizer.label_smoothing,
+        regularizer=regularizer,
         tta_flip=cfg.tta_flip,
         channels_last=cfg.channels_last,
         num_classes=cfg.model.num_classes,
