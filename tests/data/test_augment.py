@@ -24,7 +24,12 @@ def test_crop_is_a_per_sample_shift_of_the_padded_image():
     padded = torch.nn.functional.pad(x, [pad] * 4)
     offsets = []
     for o, p in zip(out, padded, strict=True):
-        found = [(i, j) for i in range(2 * pad + 1) for j in range(2 * pad + 1) if torch.equal(o, p[:, i:i + 28, j:j + 28])]
+        found = [
+            (i, j)
+            for i in range(2 * pad + 1)
+            for j in range(2 * pad + 1)
+            if torch.equal(o, p[:, i : i + 28, j : j + 28])
+        ]
         assert found, "every output is a 28x28 window of its padded input"
         offsets.append(found[0])
     assert len(set(offsets)) > 1  # offsets are drawn per sample, not once per batch

@@ -29,7 +29,9 @@ class BatchOp:
 
     def magnitude(self, key: str, value, high: float | None = None):
         """Check a magnitude (a number, or a [low, high] range): >= 0, and <= ``high`` where given."""
-        values = [value] if isinstance(value, int | float) else list(value)  # a list or an OmegaConf ListConfig
+        values = (
+            [value] if isinstance(value, int | float) else list(value)
+        )  # a list or an OmegaConf ListConfig
         if any(v < 0 or (high is not None and v > high) for v in values) or sorted(values) != values:
             allowed = f"in [0, {high}]" if high is not None else ">= 0"
             raise UserError(f"augmentation {self.name} {key}={value}: must be {allowed} (ranges low <= high)")
@@ -167,7 +169,12 @@ class Erasing(BatchOp):
         left = (self.uniform(x, g, 0, 1) * (w - bw + 1)).floor()[:, None, None]
         rows = torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None]
         cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :]
-        box = (rows >= top) & (rows < top + bh[:, None, None]) & (cols >= left) & (cols < left + bw[:, None, None])
+        box = (
+            (rows >= top)
+            & (rows < top + bh[:, None, None])
+            & (cols >= left)
+            & (cols < left + bw[:, None, None])
+        )
         return x.masked_fill((box & chosen[:, None, None])[:, None], 0.0)
 
 

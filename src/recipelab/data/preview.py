@@ -39,4 +39,6 @@ class AugmentationPreview(L.Callback):
         save_image(augmentation_grid(images, augmentation), self.path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("augmentation/samples", [str(self.path)], caption=["rows: original, augmented"])
+                logger.log_image(
+                    "augmentation/samples", [str(self.path)], caption=["rows: original, augmented"]
+                )
