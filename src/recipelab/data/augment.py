@@ -77,15 +77,16 @@ class Crop(BatchOp):
 
 
 def affine(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Rotate each sample by its angle and zoom it by its scale (> 1 enlarges) about the image centre.
+    """Rotate each sample by its angle (degrees, counter-clockwise) and zoom it by its scale (> 1 enlarges)
+    about the image centre: per sample what v2's ``affine(img, angle, [0, 0], scale, [0, 0])`` does.
 
     v2's affine kernel takes one angle and scale per call; a batched grid (affine_grid + grid_sample)
     gives every sample its own. Pixels brought in from outside the image are black (0).
     """
     angle = torch.deg2rad(degrees)
     cos, sin, zero = angle.cos() / scale, angle.sin() / scale, torch.zeros_like(angle)
-    # theta maps output coordinates to input coordinates, hence the inverse scale
-    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+    # theta maps output coordinates to input coordinates: the inverse rotation and scale
+    theta = torch.stack([torch.stack([cos, sin, zero], -1), torch.stack([-sin, cos, zero], -1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
