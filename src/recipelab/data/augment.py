@@ -41,9 +41,13 @@ class BatchOp:
         """One draw per sample from U(low, high), on x's device and dtype."""
         return (low + (high - low) * torch.rand(len(x), generator=g)).to(x.device, x.dtype)
 
-    def chosen(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """A bool mask [B] of the samples this op applies to."""
-        return (torch.rand(len(x), generator=g) < self.p).to(x.device)
+    def chosen(self, x: torch.Tensor, g: torch.Generator, as_index: bool = False) -> torch.Tensor:
+        """The samples this op applies to: a bool mask [B], or (as_index) their indices, on x's device.
+
+        Drawn on the CPU, so finding the indices never makes the host wait for the device.
+        """
+        mask = torch.rand(len(x), generator=g) < self.p
+        return (mask.nonzero().flatten() if as_index else mask).to(x.device)
 
 
 class Flip(BatchOp):
@@ -65,15 +69,16 @@ class Crop(BatchOp):
         self.padding = self.magnitude("padding", padding)
 
     def __call__(self, x, g):
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         pad = self.padding
         offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=g).to(x.device)
         offsets = torch.where(self.chosen(x, g), offsets, pad)
-        padded = TF.pad(x, [pad, pad, pad, pad])
-        rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
-        cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
-        batch = torch.arange(b, device=x.device)[:, None, None]
-        return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts C last
+        padded = TF.pad(x, [pad, pad, pad, pad]).flatten(2)  # [B, C, (H + 2pad) * (W + 2pad)]
+        rows = offsets[0, :, None, None] + torch.arange(h, device=x.device)[:, None]  # [B, H, 1]
+        cols = offsets[1, :, None, None] + torch.arange(w, device=x.device)  # [B, 1, W]
+        # one gather of flat indices: on the CPU ~20x faster than 4-d advanced indexing
+        flat = (rows * (w + 2 * pad) + cols).view(b, 1, h * w).expand(b, c, h * w)
+        return padded.gather(2, flat).view(b, c, h, w)
 
 
 def affine(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -83,6 +88,8 @@ def affine(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch
     v2's affine kernel takes one angle and scale per call; a batched grid (affine_grid + grid_sample)
     gives every sample its own. Pixels brought in from outside the image are black (0).
     """
+    if len(x) == 0:  # no sample chosen; affine_grid refuses an empty batch
+        return x
     angle = torch.deg2rad(degrees)
     cos, sin, zero = angle.cos() / scale, angle.sin() / scale, torch.zeros_like(angle)
     # theta maps output coordinates to input coordinates: the inverse rotation and scale
@@ -101,9 +108,9 @@ class Rotation(BatchOp):
         self.degrees = self.magnitude("degrees", degrees, 180)
 
     def __call__(self, x, g):
-        chosen = self.chosen(x, g)[:, None, None, None]
-        angle = self.uniform(x, g, -self.degrees, self.degrees)
-        return torch.where(chosen, affine(x, angle, torch.ones_like(angle)), x)
+        chosen = self.chosen(x, g, as_index=True)  # warp only those: the grid is the costly part
+        angle = self.uniform(x, g, -self.degrees, self.degrees)[chosen]
+        return x.index_copy(0, chosen, affine(x[chosen], angle, torch.ones_like(angle)))
 
 
 class Scale(BatchOp):
@@ -116,9 +123,9 @@ class Scale(BatchOp):
         self.amount = self.magnitude("amount", amount, 0.9)
 
     def __call__(self, x, g):
-        chosen = self.chosen(x, g)[:, None, None, None]
-        scale = self.uniform(x, g, 1 - self.amount, 1 + self.amount)
-        return torch.where(chosen, affine(x, torch.zeros_like(scale), scale), x)
+        chosen = self.chosen(x, g, as_index=True)
+        scale = self.uniform(x, g, 1 - self.amount, 1 + self.amount)[chosen]
+        return x.index_copy(0, chosen, affine(x[chosen], torch.zeros_like(scale), scale))
 
 
 class ColorJitter(BatchOp):
