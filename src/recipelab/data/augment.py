@@ -98,7 +98,17 @@ def affine(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-class Rotation(BatchOp):
+class Warp(BatchOp):
+    """An affine op: ``draw`` gives every sample an (angle, scale); only the chosen samples are warped
+    (the grid is the costly part)."""
+
+    def __call__(self, x, g):
+        chosen = self.chosen(x, g, as_index=True)
+        angle, scale = (v[chosen] for v in self.draw(x, g))
+        return x.index_copy(0, chosen, affine(x[chosen], angle, scale))
+
+
+class Rotation(Warp):
     """Rotate each chosen sample by an angle drawn from U(-degrees, degrees)."""
 
     name = "rotation"
@@ -107,13 +117,12 @@ class Rotation(BatchOp):
         super().__init__(p)
         self.degrees = self.magnitude("degrees", degrees, 180)
 
-    def __call__(self, x, g):
-        chosen = self.chosen(x, g, as_index=True)  # warp only those: the grid is the costly part
-        angle = self.uniform(x, g, -self.degrees, self.degrees)[chosen]
-        return x.index_copy(0, chosen, affine(x[chosen], angle, torch.ones_like(angle)))
+    def draw(self, x, g):
+        angle = self.uniform(x, g, -self.degrees, self.degrees)
+        return angle, torch.ones_like(angle)
 
 
-class Scale(BatchOp):
+class Scale(Warp):
     """Zoom each chosen sample in or out by a factor drawn from U(1 - amount, 1 + amount)."""
 
     name = "scale"
@@ -122,10 +131,9 @@ class Scale(BatchOp):
         super().__init__(p)
         self.amount = self.magnitude("amount", amount, 0.9)
 
-    def __call__(self, x, g):
-        chosen = self.chosen(x, g, as_index=True)
-        scale = self.uniform(x, g, 1 - self.amount, 1 + self.amount)[chosen]
-        return x.index_copy(0, chosen, affine(x[chosen], torch.zeros_like(scale), scale))
+    def draw(self, x, g):
+        scale = self.uniform(x, g, 1 - self.amount, 1 + self.amount)
+        return torch.zeros_like(scale), scale
 
 
 class ColorJitter(BatchOp):
