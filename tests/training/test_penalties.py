@@ -157,3 +157,18 @@ def test_dropconnect_drops_single_weights_and_rescales_the_rest():
 def test_bad_values_are_refused(bad, message):
     with pytest.raises(UserError, match=message):
         Regularizer(**bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("regularization.dropout=1.0", "error: regularization.dropout=1.0: a probability in [0, 1)"),
+        ("augmentation.ops=[{op:blur}]", "error: augmentation.ops: unknown op 'blur'"),
+    ],
+)
+def test_bad_value_stops_the_command_before_training(tmp_path, override, line):
+    from tests.conftest import train_cli
+
+    run = train_cli(tmp_path, override, "logger=csv")
+    assert run.proc.returncode == 2 and run.proc.stderr.strip().splitlines()[-1].startswith(line)
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.json"))
