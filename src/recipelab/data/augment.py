@@ -151,12 +151,13 @@ class ColorJitter(BatchOp):
         self.contrast = self.magnitude("contrast", contrast, 1)
 
     def __call__(self, x, g):
-        chosen = self.chosen(x, g)[:, None, None, None]
-        b = self.uniform(x, g, 1 - self.brightness, 1 + self.brightness)[:, None, None, None]
-        c = self.uniform(x, g, 1 - self.contrast, 1 + self.contrast)[:, None, None, None]
-        out = (x * b).clamp(0, 1)
-        out = (c * out + (1 - c) * out.mean((1, 2, 3), keepdim=True)).clamp(0, 1)
-        return torch.where(chosen, out, x)
+        chosen = self.chosen(x, g, as_index=True)
+        b = self.uniform(x, g, 1 - self.brightness, 1 + self.brightness)[chosen, None, None, None]
+        c = self.uniform(x, g, 1 - self.contrast, 1 + self.contrast)[chosen, None, None, None]
+        out = (x[chosen] * b).clamp_(0, 1)
+        mean = out.mean((1, 2, 3), keepdim=True)
+        out = out.mul_(c).add_((1 - c) * mean).clamp_(0, 1)
+        return x.index_copy(0, chosen, out)
 
 
 class Erasing(BatchOp):
@@ -185,13 +186,9 @@ class Erasing(BatchOp):
         left = (self.uniform(x, g, 0, 1) * (w - bw + 1)).floor()[:, None, None]
         rows = torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None]
         cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :]
-        box = (
-            (rows >= top)
-            & (rows < top + bh[:, None, None])
-            & (cols >= left)
-            & (cols < left + bw[:, None, None])
-        )
-        return x.masked_fill((box & chosen[:, None, None])[:, None], 0.0)
+        in_rows = (rows >= top) & (rows < top + bh[:, None, None]) & chosen[:, None, None]  # [B, H, 1]
+        in_cols = (cols >= left) & (cols < left + bw[:, None, None])  # [B, 1, W]
+        return x.masked_fill((in_rows & in_cols)[:, None], 0.0)
 
 
 OPS = {op.name: op for op in (Flip, Crop, Rotation, Scale, ColorJitter, Erasing)}
