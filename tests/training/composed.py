@@ -9,5 +9,6 @@ from tests.conftest import ROOT
 
 
 def compose_train(*overrides: str) -> DictConfig:
+    """The train config; outside a Hydra run there is no run folder, so paths.output_dir is a placeholder."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=["paths.output_dir=unused", *overrides])
