@@ -94,6 +94,17 @@ def scaled_lr(lr: float, batch_size: int, rule: str = "none", base_batch_size: i
     return lr * (batch_size / base_batch_size) ** LR_SCALING[rule]
 
 
+class _LBFGS(torch.optim.LBFGS):
+    """torch's LBFGS flattens each gradient with .view(-1), which fails on the channels-last gradients of
+    convolutions (channels_last=true); a contiguous copy has the same logical order."""
+
+    def _gather_flat_grad(self):
+        for p in self._params:
+            if p.grad is not None and not p.grad.is_contiguous():
+                p.grad = p.grad.contiguous()
+        return super()._gather_flat_grad()
+
+
 def lbfgs(params: Iterable, **options) -> torch.optim.LBFGS:
     """torch's LBFGS with the param groups merged: it takes one group only (one flat parameter vector).
 
@@ -106,7 +117,7 @@ def lbfgs(params: Iterable, **options) -> torch.optim.LBFGS:
             "optimizer=lbfgs takes one lr for all parameters: drop the lr_scale param_groups.rules"
         )
     group = {"params": [p for g in groups for p in g["params"]], **({"lr": lrs.pop()} if lrs else {})}
-    return torch.optim.LBFGS([group], **options)
+    return _LBFGS([group], **options)
 
 
 def check_options(optimizer: Mapping, batch_size) -> None:

@@ -28,8 +28,9 @@ def one_cycle(
 ):
     """Warm up from lr/div_factor to each group's lr, then anneal to lr/(div_factor*final_div_factor)."""
     peaks = [group["lr"] for group in optimizer.param_groups]
-    # OneCycleLR divides by zero when its warm-up phase spans under 2 steps (tiny quick runs)
-    pct_start = max(pct_start, 2.0 / total_steps) if total_steps > 4 else 0.5
+    # OneCycleLR divides by zero when its peak step (pct_start·total_steps − 1) is 0 or the last step
+    # (tiny runs, full batch): keep the peak at least half a step inside
+    pct_start = min(max(pct_start, 1.5 / total_steps), 1 - 0.5 / total_steps)
     return lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=peaks,
