@@ -13,6 +13,7 @@ from recipelab.errors import UserError
 from recipelab.train import build_param_groups
 from recipelab.training import RecipeModule
 from recipelab.training.optim import check_options, scaled_lr
+from tests.conftest import train_cli
 from tests.training.composed import compose_train
 
 # float64 on both sides: any difference is the rule's, not rounding
@@ -224,3 +225,11 @@ def test_unknown_name_in_rule_is_a_user_error():
     cfg = compose_train("param_groups.rules=[{match: classifier, lr_scale: 10}]")
     with pytest.raises(UserError, match=r"param_groups.rules\[0\].match='classifier' matches no parameter"):
         build_param_groups(cfg)(instantiate(cfg.model))
+
+
+def test_bad_value_stops_the_command_line_before_training(tmp_path):
+    run = train_cli(tmp_path, "data.batch_size=0", "logger=csv")
+    assert run.proc.returncode == 2
+    last = run.proc.stderr.strip().splitlines()[-1]
+    assert last == "error: data.batch_size must be an integer >= 1 or 'full', got 0"
+    assert not list(tmp_path.rglob("metrics.json"))  # stopped before the Trainer existed
