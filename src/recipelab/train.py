@@ -6,8 +6,10 @@ python -m recipelab.train -m seed=1,2,3      a sweep, in logs/multiruns/<date>/<
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -22,9 +24,27 @@ from recipelab.data import build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
+from recipelab.training.optim import check_options, describe_param_groups, scaled_lr
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
+log = logging.getLogger(__name__)
+
+
+def build_param_groups(cfg: DictConfig, batch_size: int | None = None):
+    """The param-group builder the module calls on its model; lr scaled for the effective batch size."""
+    pg = cfg.param_groups
+    lr = cfg.optimizer.lr
+    if batch_size is not None:
+        effective = batch_size * cfg.trainer.get("accumulate_grad_batches", 1)
+        lr = scaled_lr(lr, effective, pg.lr_scaling, pg.base_batch_size)
+    return partial(
+        param_groups_weight_decay,
+        no_decay_norm_and_bias=pg.no_decay_norm_and_bias,
+        rules=OmegaConf.to_container(pg.rules),
+        lr=lr,
+        weight_decay=cfg.optimizer.get("weight_decay"),
+    )
 
 
 def build_model(cfg: DictConfig) -> torch.nn.Module:
@@ -35,18 +55,22 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     )
 
 
-def build_module(cfg: DictConfig) -> RecipeModule:
+def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule:
+    """``batch_size``: the resolved training batch size (``full`` → N), for the lr scaling rule."""
     model = build_model(cfg)
     regularizer = Regularizer(**cfg.regularization)
     scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
+    optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
+    # built once here so that a bad rule or option fails before any work; the module builds its own
+    log.info(describe_param_groups(optimizer(param_groups(model))))
     return RecipeModule(
         model=model,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer,
         scheduler=scheduler,
         scheduler_options={
             k: cfg.scheduler[k] for k in SCHEDULER_OPTIONS if cfg.scheduler.get(k) is not None
         },
-        param_groups=param_groups_weight_decay,
+        param_groups=param_groups,
         label_smoothing=regularizer.label_smoothing,
         regularizer=regularizer,
         tta_flip=cfg.tta_flip,
@@ -54,6 +78,16 @@ def build_module(cfg: DictConfig) -> RecipeModule:
         num_classes=cfg.model.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+def build_datamodule(cfg: DictConfig):
+    augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed)
+    datamodule = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed, augmentation=augmentation)
+    datamodule.prepare_data()
+    if cfg.data.batch_size == "full":  # batch gradient descent: one batch of all N training samples
+        datamodule.setup("fit")
+        datamodule.batch_size = datamodule.num_train
+    return datamodule
 
 
 def build_callbacks(cfg: DictConfig) -> list:
@@ -102,11 +136,10 @@ def train(cfg: DictConfig) -> dict:
         "run_dir": str(out),
     }
     print_config(cfg)
+    check_options(cfg.optimizer, cfg.data.batch_size)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
-    augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed)
-    datamodule = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed, augmentation=augmentation)
-    datamodule.prepare_data()
-    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.batch_size)
     callbacks = build_callbacks(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)

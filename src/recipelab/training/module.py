@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +16,7 @@ from recipelab.training.penalties import Regularizer
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+log = logging.getLogger(__name__)
 
 
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
@@ -71,6 +74,13 @@ class RecipeModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         return F.cross_entropy(logits, y, label_smoothing=smoothing), logits, y
+
+    def on_train_start(self) -> None:
+        batches = self.trainer.num_training_batches
+        steps = math.ceil(batches / self.trainer.accumulate_grad_batches)
+        log.info("iterations per epoch: %d batches, %d optimizer steps", batches, steps)
+        for logger in self.loggers:
+            logger.log_hyperparams({"iterations_per_epoch": steps, "batches_per_epoch": batches})
 
     def training_step(self, batch, batch_idx):
         loss, logits, y = self.model_step(batch, self.label_smoothing)
