@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -62,3 +65,39 @@ def finish_wandb(exit_code: int) -> None:
 
         if wandb.run is not None:
             wandb.finish(exit_code=exit_code)
+
+
+def settle_wandb_mode(timeout_s: float = 3.0) -> str:
+    """Decide W&B's mode before the first ``wandb.init``: online only if its server answers within seconds.
+
+    An unreachable server makes ``wandb.init`` retry for its 90-second ``init_timeout``, and after a failed
+    online init an offline one can also hang (wandb issue 9865); so this falls back to offline with a
+    warning, and the run can be uploaded later (``make sync``).
+    """
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode not in ("online", "run"):
+        return mode
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    outcome: list = []
+
+    def connect() -> None:  # in a thread: a DNS lookup does not honour the socket timeout
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if outcome == [None]:
+        return mode
+    reason = outcome[0] if outcome else f"no answer in {timeout_s:g} s"
+    print(
+        f"warning: W&B server {url.geturl()} unreachable ({reason}): logging offline; upload later with "
+        "`make sync`",
+        file=sys.stderr,
+    )
+    os.environ["WANDB_MODE"] = "offline"
+    return "offline"

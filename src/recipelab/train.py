@@ -16,11 +16,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from recipelab import tracking
+from recipelab import resume, tracking
+from recipelab.config_check import preflight
 from recipelab.data import build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.training import RecipeModule, param_groups_weight_decay
+from recipelab.training.reliability import Diverged
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
@@ -61,7 +63,9 @@ def build_loggers(cfg: DictConfig) -> list:
         if conf is None:
             continue
         if conf._target_.endswith("WandbLogger"):
+            tracking.settle_wandb_mode()
             identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
+            identity.update(resume.wandb_resume(Path(cfg.paths.output_dir)))
             config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
             loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
         else:
@@ -112,6 +116,9 @@ def train(cfg: DictConfig) -> dict:
         }
         record["best_checkpoint"] = best
         record["status"] = "completed"
+    except Diverged as err:
+        record.update(status="diverged", diverged={"step": err.step, "lr": err.lr, "loss": str(err.loss)})
+        raise
     finally:
         record.update(
             epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
@@ -128,8 +135,23 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        if tracking.is_multirun():  # metrics.json says diverged; the sweep goes on
+            return None
+        sys.exit(3)
     return record["metrics"].get("test/acc")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Check the command line before Hydra makes a run folder, then run."""
+    try:
+        sys.argv = preflight(sys.argv, CONF_DIR)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
