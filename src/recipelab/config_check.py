@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recipelab import resume
 from recipelab.errors import UserError
+from recipelab.resume import override_key
 
 FASHION_MNIST_TRAIN = 60_000  # images in the training split, before the validation split is taken out
 MAX_SWEEP_JOBS = 1000  # compose at most this many jobs of a sweep (each takes a few ms)
@@ -153,7 +154,7 @@ def _is_sweep(override: str) -> bool:
 def _check_sweep_keys(cfg: DictConfig, swept: list[str]) -> None:
     groups = set(cfg.hydra.runtime.choices)
     for override in swept:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key not in groups and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
             raise UserError(f"sweep {override}: no such key in the config ({key})")
 
@@ -179,11 +180,11 @@ def check(cfg: DictConfig, overrides: list[str]) -> None:
 def _check_types(cfg: DictConfig, overrides: list[str]) -> None:
     """A value set on the command line must have the type of the chosen option's default."""
     groups = set(cfg.hydra.runtime.choices)
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    keys = {override_key(o) for o in overrides if "=" in o}
     values = [k for k in keys if k not in groups and not k.startswith("hydra.")]
     if not values:
         return
-    defaults = _compose([o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in values])
+    defaults = _compose([o for o in overrides if override_key(o) in groups or o.startswith("hydra.")])
     for key in sorted(values):
         default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

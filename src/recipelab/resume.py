@@ -17,18 +17,19 @@ from recipelab.errors import UserError
 LAST = Path("checkpoints") / "last.ckpt"
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The config key of a command-line override (``+a.b=1``, ``~a.b`` → ``a.b``)."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
 def _continue_in(folder: Path, overrides: list[str]) -> list[str]:
-    kept = [o for o in overrides if _key(o) not in ("ckpt_path", "hydra.run.dir")]
+    kept = [o for o in overrides if override_key(o) not in ("ckpt_path", "hydra.run.dir")]
     return [*kept, f"hydra.run.dir='{folder}'", f"ckpt_path='{folder / LAST}'"]
 
 
 def expand_resume(overrides: list[str]) -> list[str]:
     """``resume=<run folder>`` → the run's own overrides, then the others given, in that folder."""
-    given = [o for o in overrides if _key(o) == "resume"]
+    given = [o for o in overrides if override_key(o) == "resume"]
     if not given:
         return overrides
     folder = Path(given[-1].split("=", 1)[1].strip("'\"")).resolve()
@@ -36,14 +37,14 @@ def expand_resume(overrides: list[str]) -> list[str]:
     if not saved.is_file() or not (folder / LAST).is_file():
         raise UserError(f"resume={folder}: not a run folder with .hydra/overrides.yaml and {LAST}")
     previous = [str(o) for o in OmegaConf.load(saved)]
-    return _continue_in(folder, [*previous, *(o for o in overrides if _key(o) != "resume")])
+    return _continue_in(folder, [*previous, *(o for o in overrides if override_key(o) != "resume")])
 
 
 def expand_last(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """``ckpt_path=last`` → the newest run folder of ``cfg.name`` holding a last checkpoint."""
     if cfg.get("ckpt_path") != "last":
         return overrides
-    if any(_key(o) == "hydra.run.dir" for o in overrides):
+    if any(override_key(o) == "hydra.run.dir" for o in overrides):
         return _continue_in(Path(cfg.hydra.run.dir).resolve(), overrides)
     runs = Path(cfg.paths.log_dir) / "runs"
     found = sorted(runs.glob(f"*/*_{cfg.name}/{LAST}"), key=lambda p: p.stat().st_mtime)
