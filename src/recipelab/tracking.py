@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -77,26 +77,26 @@ def settle_wandb_mode(timeout_s: float = 3.0) -> str:
     mode = os.environ.get("WANDB_MODE", "offline")
     if mode not in ("online", "run"):
         return mode
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     outcome: list = []
 
-    def connect() -> None:  # in a thread: a DNS lookup does not honour the socket timeout
+    def ask() -> None:  # any HTTP answer will do; in a thread, as DNS lookups ignore socket timeouts
         try:
-            socket.create_connection(address, timeout=timeout_s).close()
+            urllib.request.urlopen(url, timeout=timeout_s).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
             outcome.append(None)
         except OSError as err:
             outcome.append(err)
 
-    thread = threading.Thread(target=connect, daemon=True)
+    thread = threading.Thread(target=ask, daemon=True)
     thread.start()
     thread.join(timeout_s)
-    if outcome == [None]:
+    if outcome[:1] == [None]:
         return mode
     reason = outcome[0] if outcome else f"no answer in {timeout_s:g} s"
     print(
-        f"warning: W&B server {url.geturl()} unreachable ({reason}): logging offline; upload later with "
-        "`make sync`",
+        f"warning: W&B server {url} unreachable ({reason}): logging offline; upload later with `make sync`",
         file=sys.stderr,
     )
     os.environ["WANDB_MODE"] = "offline"
