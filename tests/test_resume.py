@@ -9,7 +9,10 @@ import lightning as L
 import pytest
 import torch
 
+from recipelab.config_check import preflight
 from recipelab.data import FashionMNISTDataModule, TensorBatchLoader, build_augmentation
+from recipelab.errors import UserError
+from recipelab.train import CONF_DIR
 from recipelab.wandb_file import read_run
 from tests.conftest import train_cli
 
@@ -73,6 +76,34 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert last.summary["test/acc"] == expected["metrics"]["test/acc"]
 
 
+def _fake_run(logs, when, name, overrides):
+    run_dir = logs / "runs" / when / f"10-00-00_{name}"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return run_dir
+
+
+def test_resume_and_ckpt_path_last_continue_in_the_run_folder(tmp_path):
+    logs = tmp_path / "logs"
+    old = _fake_run(logs, "2026-01-01", "default", ["seed=5"])
+    new = _fake_run(logs, "2026-01-02", "default", ["seed=6", "trainer.max_epochs=3"])
+    _fake_run(logs, "2026-01-03", "other", [])
+    os.utime(old / "checkpoints" / "last.ckpt", (0, 0))  # the newest last.ckpt of this name wins
+
+    def continued(run_dir):
+        return [f"hydra.run.dir='{run_dir}'", f"ckpt_path='{run_dir / 'checkpoints' / 'last.ckpt'}'"]
+
+    argv = preflight(["train", f"paths.log_dir={logs}", "ckpt_path=last"], CONF_DIR)
+    assert argv == ["train", f"paths.log_dir={logs}", *continued(new)]
+    # resume= replays the run's own overrides; the ones given after it win
+    argv = preflight(["train", f"resume={new}", "trainer.max_epochs=5"], CONF_DIR)
+    assert argv == ["train", "seed=6", "trainer.max_epochs=3", "trainer.max_epochs=5", *continued(new)]
+    with pytest.raises(UserError, match="resume="):
+        preflight(["train", f"resume={tmp_path}"], CONF_DIR)
+
+
 def test_resumed_loader_continues_the_uninterrupted_order():
     images, labels = torch.arange(50).view(50, 1, 1, 1), torch.arange(50)
     straight = TensorBatchLoader(images, labels, batch_size=8, shuffle=True, seed=3)
@@ -112,8 +143,14 @@ def test_datamodule_state_restores_augmentation_and_position():
 
 SAVE_AND_CRASH = r"""
 import io, os, signal, sys, torch
-from recipelab.training.reliability import AtomicCheckpointIO
 mode, path = sys.argv[1], sys.argv[2]
+if mode == "atomic":
+    from recipelab.training.reliability import AtomicCheckpointIO
+    save = AtomicCheckpointIO().save_checkpoint
+else:  # the plain way, writing the file in place
+    def save(obj, path):
+        with open(path, "wb") as f:
+            torch.save(obj, f)
 real_save = torch.save
 
 def save_half_then_die(obj, f):  # the process dies halfway through writing the file
@@ -123,13 +160,9 @@ def save_half_then_die(obj, f):  # the process dies halfway through writing the 
     f.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
-AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(100_000)}, path)
+save({"step": 1, "w": torch.ones(100_000)}, path)
 torch.save = save_half_then_die
-if mode == "atomic":
-    AtomicCheckpointIO().save_checkpoint({"step": 2, "w": torch.zeros(100_000)}, path)
-else:  # the plain way: write the file in place
-    with open(path, "wb") as f:
-        torch.save({"step": 2, "w": torch.zeros(100_000)}, f)
+save({"step": 2, "w": torch.zeros(100_000)}, path)
 """
 
 
