@@ -70,39 +70,24 @@ def preflight(argv: list[str], conf_dir: str) -> list[str]:
             check_sweep(overrides)
         else:
             cfg = _compose(overrides)
-            overrides = resume.expand_last(cfg, overrides)
-            check(_compose(overrides), overrides)
+            expanded = resume.expand_last(cfg, overrides)
+            check(cfg if expanded == overrides else _compose(expanded), expanded)
+            overrides = expanded
     return [argv[0], *flags, *overrides]
 
 
 def _split_argv(args: list[str]) -> tuple[list[str], list[str]]:
     """Hydra's flags (and their values) apart from the overrides."""
-    with_value = {
-        "--config-path",
-        "-cp",
-        "--config-name",
-        "-cn",
-        "--config-dir",
-        "-cd",
-        "--cfg",
-        "-c",
-        "--package",
-        "-p",
-        "--info",
-        "-i",
-    }
     flags, overrides, it = [], [], iter(args)
     for arg in it:
+        if arg.split("=")[0] in ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"):
+            raise UserError(f"{arg}: not supported (recipelab.train composes conf/train.yaml)")
         if arg.startswith("-"):
             flags.append(arg)
-            if arg in with_value and arg not in ("--info", "-i"):
+            if arg in ("--cfg", "-c", "--package", "-p"):  # the flags that take a value
                 flags.append(next(it, ""))
         else:
             overrides.append(arg)
-    if any(f in flags for f in ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")):
-        raise UserError(
-            "--config-name/--config-path: not supported (recipelab.train composes conf/train.yaml)"
-        )
     return flags, overrides
 
 
@@ -135,7 +120,10 @@ def check_sweep(overrides: list[str]) -> None:
     if not cfg.hydra.sweeper._target_.endswith("BasicSweeper"):
         check(cfg, base)  # other sweepers choose their values as they go: the base config must hold
         return
-    parsed = OverridesParser.create().parse_overrides(swept)
+    try:
+        parsed = OverridesParser.create().parse_overrides(swept)
+    except Exception as err:
+        raise UserError(" ".join(str(err).split())) from None
     choices = [
         [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
         if o.is_sweep_override()
@@ -147,7 +135,10 @@ def check_sweep(overrides: list[str]) -> None:
 
 
 def _is_sweep(override: str) -> bool:
-    (parsed,) = OverridesParser.create().parse_overrides([override])
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+    except Exception:  # a grammar error: composing reports it
+        return False
     return parsed.is_sweep_override()
 
 
