@@ -3,6 +3,8 @@
 import http.server
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -16,8 +18,13 @@ UNREACHABLE = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"}  
 
 
 def test_offline_is_the_default():
-    env = os.environ.get("WANDB_MODE")
-    assert env == "offline" or env is None and tracking.settle_wandb_mode() == "offline"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    code = (
+        "import os; "
+        "from recipelab import tracking as t; print(t.settle_wandb_mode(), os.environ['WANDB_MODE'])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["offline", "offline"] and proc.stderr == ""
 
 
 def test_unreachable_server_falls_back_to_offline_with_a_warning(monkeypatch, capsys):
