@@ -2,6 +2,7 @@
 
 python -m recipelab.train [overrides]        one run, in logs/runs/<date>/<time>_<name>/
 python -m recipelab.train -m seed=1,2,3      a sweep, in logs/multiruns/<date>/<time>_<name>/<job>/
+python -m recipelab.train resume=<run folder> continue a killed run in its folder, from checkpoints/last.ckpt
 """
 
 from __future__ import annotations
