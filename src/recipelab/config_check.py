@@ -55,6 +55,11 @@ RULES = {
     "regularization.*": _rule(lambda v: v >= 0, ">= 0 (a penalty or a rate)"),
     "regularization.dropout": _rule(lambda v: 0 <= v < 1, "a probability in [0, 1)"),
     "regularization.label_smoothing": _rule(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "normalization.eps": _rule(lambda v: v > 0, "> 0"),
+    "normalization.momentum": _rule(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "normalization.groups": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    "scheduler.build.pct_start": _rule(lambda v: 0 < v < 1, "in (0, 1)"),
+    "scheduler.frequency": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "callbacks.*.every_n_train_steps": _rule(lambda v: v >= 0, "null or an integer >= 0"),
 }
 
