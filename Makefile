@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format sync clean
+.PHONY: help install train test test-slow lint format sync clean bench gpu-prepare ensemble
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -32,6 +32,16 @@ test: install ## the fast test suite (slow tests excluded)
 
 test-slow: install ## only the slow tests
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+ensemble: install ## evaluate an ensemble: make ensemble SOURCE=<run folder | sweep folder | glob> [ARGS=combine=vote]
+	@test -n "$(SOURCE)" || { echo "usage: make ensemble SOURCE=<run folder | sweep folder | glob>"; exit 2; }
+	$(PY) -m recipelab.ensemble "source=$(SOURCE)" $(ARGS)
+
+bench: install ## benchmark vs a plain PyTorch loop → bench.json (ARGS="--full" adds time to 0.92 accuracy)
+	$(PY) -m recipelab.bench $(ARGS)
+
+gpu-prepare: install ## gather wheels and data for scripts/gpu_check.sh on an offline GPU machine
+	bash scripts/gpu_prepare.sh
 
 lint: install ## ruff: lint and format check
 	$(VENV)/bin/ruff check src tests scripts

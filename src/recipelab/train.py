@@ -13,8 +13,9 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar, Timer
+from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab import resume, tracking
@@ -29,11 +30,15 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
 
 
-def build_module(cfg: DictConfig) -> RecipeModule:
+def build_model(cfg: DictConfig) -> torch.nn.Module:
     # Built objects go to the partial, not to instantiate, which would turn a dataclass into a config node.
-    model = instantiate(cfg.model, _partial_=True)(
+    return instantiate(cfg.model, _partial_=True)(
         norm=NormSpec(**cfg.normalization), dropout=cfg.regularization.dropout
     )
+
+
+def build_module(cfg: DictConfig) -> RecipeModule:
+    model = build_model(cfg)
     scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
     return RecipeModule(
         model=model,
@@ -91,6 +96,7 @@ def train(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     record = {
         "name": cfg.name,
+        "group": tracking.run_group(cfg.name),
         "seed": cfg.seed,
         "groups": tracking.group_choices(),
         "status": "failed",
@@ -111,6 +117,10 @@ def train(cfg: DictConfig) -> dict:
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if any(isinstance(c, StochasticWeightAveraging) for c in callbacks):
+            # SWA leaves the averaged weights in the model at the end: test and keep those
+            best = str(out / "checkpoints" / "swa.ckpt")
+            trainer.save_checkpoint(best)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         record["metrics"] = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")

@@ -14,6 +14,14 @@ OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """Class probabilities; with tta_flip, the mean over the image and its mirror."""
+    probs = model(x).float().softmax(-1)
+    if tta_flip:
+        probs = (probs + model(x.flip(-1)).float().softmax(-1)) / 2
+    return probs
+
+
 class RecipeModule(L.LightningModule):
     """Classification with a configurable recipe.
 
@@ -74,16 +82,9 @@ class RecipeModule(L.LightningModule):
         self.log("val/loss", loss, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities; with tta_flip, the mean over the image and its mirror."""
-        probs = self(x).float().softmax(-1)
-        if self.tta_flip:
-            probs = (probs + self(x.flip(-1)).float().softmax(-1)) / 2
-        return probs
-
     def test_step(self, batch, batch_idx):
         x, y = batch
-        probs = self.predict_proba(x)
+        probs = predict_proba(self, x, self.tta_flip)
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), y)
         self.test_acc(probs, y)
         self.test_ece(probs, y)

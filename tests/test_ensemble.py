@@ -1,0 +1,159 @@
+"""Checkpoint ensembles: members from a seed sweep, combination, weight averaging and safe loading."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from recipelab.data import load_fashion_mnist, prepare_batch
+from recipelab.ensemble import average_weights, load_checkpoint, load_member, resolve_source
+from recipelab.errors import UserError
+from recipelab.wandb_file import read_run
+from tests.conftest import ROOT, train_cli
+
+
+def ensemble_cli(*overrides):
+    cmd = [sys.executable, "-m", "recipelab.ensemble", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory):
+    run = train_cli(
+        tmp_path_factory.mktemp("seeds"), "-m", "seed=1,2,3", "data.train_size=600", "data.val_size=300"
+    )
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    (sweep,) = {d.parent for d in run.run_dirs}
+    return sweep
+
+
+def member_probs(path):
+    """A member's test-set probabilities, computed on its own (no ensemble code)."""
+    member = load_member(path)
+    images, labels = load_fashion_mnist("test")
+    with torch.no_grad():
+        x = prepare_batch(images)
+        probs = member.model(x).softmax(-1)
+        if member.config.tta_flip:
+            probs = (probs + member.model(x.flip(-1)).softmax(-1)) / 2
+    return probs, labels
+
+
+def test_seed_sweep_gives_one_member_per_job(seed_sweep):
+    members, out = resolve_source(str(seed_sweep))
+    assert out == seed_sweep and len(members) == 3
+    assert {json.loads((m.parent.parent / "metrics.json").read_text())["seed"] for m in members} == {1, 2, 3}
+
+
+def test_ensemble_is_the_mean_of_member_probabilities(seed_sweep):
+    proc = ensemble_cli(f"source={seed_sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((seed_sweep / "ensemble.json").read_text())
+    assert result["n_members"] == 3 and (seed_sweep / "ensemble.md").is_file()
+    probs = [member_probs(m["checkpoint"]) for m in result["members"]]
+    labels = probs[0][1]
+    mean = torch.stack([p for p, _ in probs]).mean(0)
+    acc = (mean.argmax(-1) == labels).float().mean().item()
+    nll = torch.nn.functional.nll_loss(mean.log(), labels).item()
+    assert result["ensemble"]["acc"] == pytest.approx(acc, abs=1e-6)
+    assert result["ensemble"]["nll"] == pytest.approx(nll, abs=1e-5)
+    accs = [(p.argmax(-1) == labels).float().mean().item() for p, _ in probs]
+    assert [m["acc"] for m in result["members"]] == pytest.approx(accs, abs=1e-6)
+    assert result["gain_over_best_member"] == pytest.approx(acc - max(accs), abs=1e-6)
+    assert result["acc_by_members"][-1] == pytest.approx(acc, abs=1e-6)
+    preds = [p.argmax(-1) for p, _ in probs]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    disagreement = sum((preds[i] != preds[j]).float().mean().item() for i, j in pairs) / 3
+    assert result["disagreement"] == pytest.approx(disagreement, abs=1e-6)
+    # one W&B run, job_type=ensemble, in the sweep's group
+    (wandb_file,) = seed_sweep.glob("wandb/offline-run-*/run-*.wandb")
+    run = read_run(wandb_file)
+    train_group = json.loads((seed_sweep / "0" / "metrics.json").read_text())["group"]
+    assert run.job_type == "ensemble" and run.group == train_group
+    assert run.summary["ensemble/acc"] == pytest.approx(acc, abs=1e-6)
+
+
+def test_weight_averaging_averages_the_weights(seed_sweep):
+    members = [load_member(p) for p in resolve_source(str(seed_sweep))[0]]
+    averaged = average_weights(members, torch.device("cpu"))
+    for name, param in averaged.named_parameters():
+        expected = torch.stack([dict(m.model.named_parameters())[name] for m in members]).mean(0)
+        assert torch.allclose(param, expected, atol=1e-7), name
+    # batch-norm statistics are recomputed on the training data, not averaged
+    bn = "features.0.0.1"
+    dm_train = load_fashion_mnist("train")[0][:1000]
+    with torch.no_grad():
+        first_conv = averaged.features[0][0][0](prepare_batch(dm_train))
+    running = dict(averaged.named_buffers())[f"{bn}.running_mean"]
+    mean_of_members = torch.stack(
+        [dict(m.model.named_buffers())[f"{bn}.running_mean"] for m in members]
+    ).mean(0)
+    assert not torch.allclose(running, mean_of_members, atol=1e-4)
+    assert torch.allclose(running, first_conv.mean((0, 2, 3)), atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def other_architecture(seed_sweep, tmp_path_factory):
+    """A checkpoint of a narrower network, with its own config."""
+    from recipelab.train import build_model
+
+    config = OmegaConf.to_container(load_member(resolve_source(str(seed_sweep))[0][0]).config)
+    config["model"]["widths"] = [8, 16, 32]
+    other = build_model(OmegaConf.create(config))
+    path = tmp_path_factory.mktemp("other") / "other.ckpt"
+    state = {f"model.{k}": v for k, v in other.state_dict().items()}
+    torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
+    return path
+
+
+def test_other_architectures_combine_by_probabilities_not_weights(seed_sweep, other_architecture):
+    from recipelab.ensemble import evaluate
+
+    first = resolve_source(str(seed_sweep))[0][0]
+    cfg = OmegaConf.create(
+        {
+            "source": [str(first), str(other_architecture)],
+            "combine": "mean",
+            "tta_flip": False,
+            "batch_size": 2000,
+            "device": "cpu",
+        }
+    )
+    result = evaluate(cfg)
+    assert result["n_members"] == 2 and 0 <= result["ensemble"]["acc"] <= 1
+    cfg.combine = "weights"
+    with pytest.raises(UserError, match="another architecture"):
+        evaluate(cfg)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # would create the marker file if it ran
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, evil)
+    with pytest.raises(UserError, match="would run code"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    proc = ensemble_cli(f"source=[{evil}]", "log_wandb=false")
+    assert proc.returncode == 2 and not marker.exists()
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint")
+        and "would run code" in proc.stderr
+    )
+
+
+def test_corrupt_checkpoint_is_named(seed_sweep, tmp_path):
+    good = resolve_source(str(seed_sweep))[0][0]
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(UserError, match=r"broken\.ckpt: corrupt or truncated"):
+        load_checkpoint(broken)

@@ -1,0 +1,25 @@
+"""Checks that need CUDA (skipped without it); scripts/gpu_check.sh runs them on a GPU machine."""
+
+import pytest
+import torch
+
+from recipelab.data import build_augmentation, prepare_batch
+
+pytestmark = pytest.mark.gpu
+
+
+def test_augmentation_on_gpu_matches_cpu():
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    ops = [{"op": "flip", "p": 0.5}, {"op": "crop", "p": 1.0, "padding": 2}]
+    cpu = prepare_batch(images, build_augmentation(ops, seed=3))
+    gpu = prepare_batch(images.cuda(), build_augmentation(ops, seed=3))
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+
+
+def test_gpu_run_trains_with_data_resident_on_device(tmp_path):
+    from tests.conftest import train_cli
+
+    run = train_cli(tmp_path, "trainer=gpu", "logger=csv", "trainer.enable_progress_bar=false")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    m = run.metrics()
+    assert m["status"] == "completed" and m["metrics"]["test/acc"] > 0.3
