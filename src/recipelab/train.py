@@ -2,6 +2,7 @@
 
 python -m recipelab.train [overrides]        one run, in logs/runs/<date>/<time>_<name>/
 python -m recipelab.train -m seed=1,2,3      a sweep, in logs/multiruns/<date>/<time>_<name>/<job>/
+python -m recipelab.train resume=<run folder> continue a killed run in its folder, from checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from recipelab import tracking
+from recipelab import resume, tracking
+from recipelab.config_check import preflight
 from recipelab.data import build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 from recipelab.training.optim import check_options, describe_param_groups, scaled_lr
+from recipelab.training.reliability import Diverged
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
@@ -103,7 +106,9 @@ def build_loggers(cfg: DictConfig) -> list:
         if conf is None:
             continue
         if conf._target_.endswith("WandbLogger"):
+            tracking.settle_wandb_mode()
             identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
+            identity.update(resume.wandb_resume(Path(cfg.paths.output_dir)))
             config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
             loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
         else:
@@ -158,6 +163,9 @@ def train(cfg: DictConfig) -> dict:
         }
         record["best_checkpoint"] = best
         record["status"] = "completed"
+    except Diverged as err:
+        record.update(status="diverged", diverged={"step": err.step, "lr": err.lr, "loss": str(err.loss)})
+        raise
     finally:
         record.update(
             epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
@@ -174,8 +182,23 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        if tracking.is_multirun():  # metrics.json says diverged; the sweep goes on
+            return None
+        sys.exit(3)
     return record["metrics"].get("test/acc")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Check the command line before Hydra makes a run folder, then run."""
+    try:
+        sys.argv = preflight(sys.argv, CONF_DIR)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
