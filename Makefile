@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format sync clean bench gpu-prepare ensemble report
+.PHONY: help install train test test-slow lint format sync clean bench gpu-prepare ensemble lr-find report \
+	ablate-optimizer ablate-batch-size ablate-normalization ablate-regularization
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +27,20 @@ install: $(STAMP) ## create .venv/ and install the project, its pinned dependenc
 
 train: install ## train the default recipe (extra Hydra overrides: make train ARGS="optimizer=adam")
 	$(PY) -m recipelab.train $(ARGS)
+
+ablate-normalization: install ## sweep: every normalization x learning rates x 3 seeds (ARGS narrows it)
+	$(PY) -m recipelab.train -m experiment=ablate_normalization $(ARGS)
+
+ablate-regularization: install ## sweep: every regularizer x augmentation none/standard/strong x 3 seeds
+	$(PY) -m recipelab.train -m experiment=ablate_regularization $(ARGS)
+lr-find: install ## Lightning's lr range test on the recipe: prints the suggestion, saves lr_find.png in the run folder
+	$(PY) -m recipelab.lr_find $(ARGS)
+
+ablate-optimizer: install ## the eight optimizers, each at its tuned lr, 3 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_optimizer $(ARGS)
+
+ablate-batch-size: install ## batch sizes 1 ... full at fixed epochs, lr scaled by sqrt(B/256), 3 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_batch_size $(ARGS)
 
 test: install ## the fast test suite (slow tests excluded)
 	$(PY) -m pytest -q $(ARGS)

@@ -46,6 +46,7 @@ def test_sweep_gives_each_job_its_folder_and_one_wandb_group(tmp_path):
 def test_bad_data_root_fails_fast_with_exit_2(tmp_path, monkeypatch):
     from tests.conftest import train_cli
 
+    (tmp_path / "empty").mkdir()  # a data.root that does not exist is refused earlier, by the config check
     run = train_cli(
         tmp_path,
         f"data.root={tmp_path / 'empty'}",

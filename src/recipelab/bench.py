@@ -32,9 +32,7 @@ from hydra.utils import instantiate
 
 from recipelab.data import build_augmentation, prepare_batch
 from recipelab.data.fashion_mnist import TensorBatchLoader
-from recipelab.models import NormSpec
-from recipelab.train import CONF_DIR
-from recipelab.training import param_groups_weight_decay
+from recipelab.train import CONF_DIR, build_model, build_param_groups
 
 
 def sync_time(device: torch.device) -> float:
@@ -80,12 +78,10 @@ def plain_loop(cfg, steps: int) -> tuple[list[float], float]:
     dm = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed)
     dm.setup()
     images, labels = (t.to(device) for t in dm.splits["train"])
-    model = instantiate(cfg.model, _partial_=True)(
-        norm=NormSpec(**cfg.normalization), dropout=cfg.regularization.dropout
-    )
+    model = build_model(cfg)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt).train()
-    opt = instantiate(cfg.optimizer)(param_groups_weight_decay(model))
+    opt = instantiate(cfg.optimizer)(build_param_groups(cfg, dm.batch_size)(model))
     per_epoch = -(-len(labels) // dm.batch_size)
     sched = instantiate(cfg.scheduler.build)(
         opt, total_steps=per_epoch * cfg.trainer.max_epochs, steps_per_epoch=per_epoch

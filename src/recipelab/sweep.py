@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from recipelab import distributed, tracking
 from recipelab.errors import UserError
+from recipelab.training.reliability import Diverged
 
 FINISHED = ("completed", "diverged")  # a re-run keeps these: diverging again would teach nothing new
 STATUSES = ("completed", "failed", "diverged")
@@ -63,7 +64,7 @@ def run_job(cfg: DictConfig, train) -> dict:
         with distributed.job_scope():
             return train(cfg)
     except Exception as err:  # recorded and reported; the sweep goes on with its other jobs
-        if isinstance(err, UserError):
+        if isinstance(err, UserError | Diverged):  # their message says it all
             print(f"error: {err}", file=sys.stderr)
         else:
             traceback.print_exc()

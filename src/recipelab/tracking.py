@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -72,3 +75,39 @@ def finish_wandb(exit_code: int, status: str | None = None) -> None:
             if status:
                 wandb.run.summary["status"] = status
             wandb.finish(exit_code=exit_code)
+
+
+def settle_wandb_mode(timeout_s: float = 3.0) -> str:
+    """Decide W&B's mode before the first ``wandb.init``: online only if its server answers within seconds.
+
+    An unreachable server makes ``wandb.init`` retry for its 90-second ``init_timeout``, and after a failed
+    online init an offline one can also hang (wandb issue 9865); so this falls back to offline with a
+    warning, and the run can be uploaded later (``make sync``).
+    """
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode not in ("online", "run"):
+        return mode
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    outcome: list = []
+
+    def ask() -> None:  # any HTTP answer will do; in a thread, as DNS lookups ignore socket timeouts
+        try:
+            urllib.request.urlopen(url, timeout=timeout_s).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if outcome[:1] == [None]:
+        return mode
+    reason = outcome[0] if outcome else f"no answer in {timeout_s:g} s"
+    print(
+        f"warning: W&B server {url} unreachable ({reason}): logging offline; upload later with `make sync`",
+        file=sys.stderr,
+    )
+    os.environ["WANDB_MODE"] = "offline"
+    return "offline"

@@ -122,21 +122,34 @@ class TensorBatchLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler = EpochPermutation(len(labels), shuffle, seed, rank, world_size)
+        self.position = 0  # batches of the current epoch handed out: where a checkpoint taken now resumes
+        self._resume: dict | None = None
+
+    # Lightning saves and restores the state of loaders with these two methods (a mid-epoch resume).
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batch": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        if not self.sampler.shuffle and self.sampler.world_size == 1:  # in order: slices, no copies
-            for b in range(len(self)):
+        # runs at the first batch, after Lightning's set_epoch: a restored position applies to its own epoch
+        resume, self._resume = self._resume, None
+        start = resume["batch"] if resume and resume["epoch"] == self.sampler.epoch else 0
+        in_order = not self.sampler.shuffle and self.sampler.world_size == 1
+        order = None if in_order else self.sampler.indices().to(self.labels.device)
+        for b in range(start, len(self)):
+            self.position = b + 1
+            if in_order:  # slices, no copies
                 sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
                 yield self.images[sl], self.labels[sl]
-            return
-        order = self.sampler.indices().to(self.labels.device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            else:
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                yield self.images[idx], self.labels[idx]
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
@@ -155,6 +168,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.augmentation = augmentation
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_loader: TensorBatchLoader | None = None
+        self._train_position: dict | None = None
 
     def prepare_data(self) -> None:
         locate_data(**self.source)
@@ -187,7 +202,27 @@ class FashionMNISTDataModule(L.LightningDataModule):
                                    world_size=world if train else 1)
 
     def train_dataloader(self):
-        return self._loader("train", self.batch_size, train=True)
+        self._train_loader = self._loader("train", self.batch_size, train=True)
+        if self._train_position:
+            self._train_loader.load_state_dict(self._train_position)
+            self._train_position = None
+        return self._train_loader
+
+    # Checkpointed with the run (Lightning calls these): the augmentation's generator, and the training
+    # loader's position, which Lightning's own loader-state path drops when configure_optimizers asks for
+    # trainer.estimated_stepping_batches (Lightning issue 20550), as the schedulers here do.
+    def state_dict(self) -> dict:
+        state = {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+        if self.augmentation is not None:
+            state["augmentation"] = self.augmentation.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.augmentation is not None and "augmentation" in state:
+            self.augmentation.load_state_dict(state["augmentation"])
+        self._train_position = state.get("train_loader")
+        if self._train_loader is not None and self._train_position:  # a loader made before the restore
+            self._train_loader.load_state_dict(self._train_position)
 
     def val_dataloader(self):
         return self._loader("val", self.eval_batch_size, train=False)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recipelab.models.dropconnect import drop_connect
 from recipelab.models.norm import NormSpec
 
 
@@ -29,6 +30,7 @@ class ConvNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 1,
         dropout: float = 0.0,
+        dropconnect: float = 0.0,
         norm: NormSpec | None = None,
     ):
         super().__init__()
@@ -43,7 +45,8 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(c, num_classes)
+        # DropConnect on the classifier's weights, where Wan et al. applied it (dropout acts on its inputs)
+        self.head = drop_connect(nn.Linear(c, num_classes), dropconnect)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)

@@ -24,6 +24,12 @@ class NormSpec:
             raise UserError(f"normalization.kind={self.kind!r}: choose from {sorted(NORMS)}")
         if self.position not in ("pre", "post"):
             raise UserError(f"normalization.position={self.position!r}: choose pre or post (activation)")
+        if not self.eps > 0:
+            raise UserError(f"normalization.eps={self.eps}: must be > 0")
+        if not 0 <= self.momentum <= 1:
+            raise UserError(f"normalization.momentum={self.momentum}: must lie in [0, 1]")
+        if self.groups < 1:
+            raise UserError(f"normalization.groups={self.groups}: must be >= 1")
 
     def __call__(self, channels: int) -> nn.Module:
         return NORMS[self.kind](channels, self)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -10,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from recipelab.training.penalties import Regularizer
+
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+log = logging.getLogger(__name__)
 
 
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
@@ -28,6 +33,7 @@ class RecipeModule(L.LightningModule):
     optimizer: partial taking params (a list of param-group dicts from ``param_groups``).
     scheduler: partial taking (optimizer, total_steps=, steps_per_epoch=) in scheduler ticks, or None.
     scheduler_options: Lightning's lr_scheduler dict entries (interval, frequency, monitor).
+    regularizer: adds its penalty to the training loss, applies its max-norm after every optimizer step.
     config: a plain container saved into checkpoints so any checkpoint can rebuild its own model.
     """
 
@@ -39,6 +45,7 @@ class RecipeModule(L.LightningModule):
         scheduler_options: dict | None = None,
         param_groups: Callable[[torch.nn.Module], list[dict]] | None = None,
         label_smoothing: float = 0.0,
+        regularizer: Regularizer | None = None,
         tta_flip: bool = False,
         channels_last: bool = False,
         num_classes: int = 10,
@@ -51,6 +58,7 @@ class RecipeModule(L.LightningModule):
         self.scheduler_options = dict(scheduler_options or {})
         self.param_groups = param_groups
         self.label_smoothing, self.tta_flip = label_smoothing, tta_flip
+        self.regularizer = regularizer
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -67,6 +75,13 @@ class RecipeModule(L.LightningModule):
         logits = self(x)
         return F.cross_entropy(logits, y, label_smoothing=smoothing), logits, y
 
+    def on_train_start(self) -> None:
+        batches = self.trainer.num_training_batches
+        steps = math.ceil(batches / self.trainer.accumulate_grad_batches)
+        log.info("iterations per epoch: %d batches, %d optimizer steps", batches, steps)
+        for logger in self.loggers:
+            logger.log_hyperparams({"iterations_per_epoch": steps, "batches_per_epoch": batches})
+
     def training_step(self, batch, batch_idx):
         loss, logits, y = self.model_step(batch, self.label_smoothing)
         self.train_acc(logits, y)
@@ -74,7 +89,15 @@ class RecipeModule(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         # One `lr` series (the first param group's rate): LearningRateMonitor would split it into lr/pgN.
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self.regularizer is not None and self.regularizer.has_penalty:  # train/loss stays the data loss
+            penalty = self.regularizer.penalty(self.model)
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True)
+            loss = loss + penalty
         return loss
+
+    def on_train_epoch_end(self):
+        if self.regularizer is not None:
+            self.log("train/sparsity", self.regularizer.sparsity(self.model))
 
     def validation_step(self, batch, batch_idx):
         loss, logits, y = self.model_step(batch)
@@ -96,6 +119,8 @@ class RecipeModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         params = self.param_groups(self.model) if self.param_groups else self.model.parameters()
         optimizer = self.optimizer_factory(params)
+        if self.regularizer is not None and self.regularizer.max_norm is not None:
+            optimizer.register_step_post_hook(lambda *_: self.regularizer.constrain(self.model))
         if self.scheduler_factory is None:
             return optimizer
         options = {"interval": "step", "frequency": 1, **self.scheduler_options}

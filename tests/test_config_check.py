@@ -1,0 +1,101 @@
+"""Bad configs stop before any work: one line naming the key and what is allowed, exit 2, nothing made."""
+
+import pytest
+
+from recipelab.config_check import preflight
+from recipelab.errors import UserError
+from recipelab.train import CONF_DIR
+from tests.conftest import train_cli
+
+BAD = [
+    # (overrides, what the one line must name)
+    (["optimizer=adamw"], "optimizer=adamw"),  # unknown group option: Hydra's choices are listed
+    (["optimizer.lrr=0.1"], "optimizer.lrr"),  # a key no option has
+    (["optimizer.lr=fast"], "optimizer.lr='fast'"),  # wrong types, checked against the option's default
+    (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5"),
+    (["seed=[1,2]"], "seed="),
+    (["optimizer.lr=0"], "optimizer.lr=0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.batch_size=-5"], "data.batch_size=-5"),
+    (["data.train_size=500", "data.batch_size=501"], "data.batch_size=501"),  # larger than the training set
+    (["data.val_size=59990", "data.batch_size=11"], "data.batch_size=11"),
+    (["regularization.dropout=1.0"], "regularization.dropout=1.0"),  # probabilities outside [0, 1)
+    (["regularization.label_smoothing=-0.1"], "regularization.label_smoothing=-0.1"),
+    (["augmentation.ops=[{op: flip, p: 1.5}]"], "p=1.5"),
+    (["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay=-0.0001"),  # negative penalties
+    (["+regularization.l2=-1.0"], "regularization.l2=-1.0"),  # a penalty added later is covered by its group
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    (["normalization.eps=0"], "normalization.eps=0"),
+    (["augmentation.ops=[{op: rotate}]"], "'rotate'"),  # unknown augmentation op, with the known ones
+    (["data.root=/no/such/folder"], "data.root=/no/such/folder"),
+    (["ckpt_path=/no/such/last.ckpt"], "ckpt_path=/no/such/last.ckpt"),
+    (["ckpt_path=last", "name=never_ran"], "ckpt_path=last"),
+    (["-m", "optimizer.lr=0.1,-1"], "optimizer.lr=-1"),  # every job of a sweep is checked
+    (["-m", "seed=1,2", "optimizer.lrr=0.1,0.2"], "optimizer.lrr"),  # a sweep over a key that does not exist
+]
+
+
+@pytest.mark.parametrize(("overrides", "named"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_value_is_one_line_naming_the_key(overrides, named, tmp_path):
+    with pytest.raises(UserError) as err:
+        preflight(["train", f"paths.log_dir={tmp_path}", *overrides], CONF_DIR)
+    message = str(err.value)
+    assert "\n" not in message and named in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_option_lists_the_choices(tmp_path):
+    with pytest.raises(
+        UserError, match=r"choose from \['none', 'onecycle', 'cosine'\]|choose from \[.*'cosine'"
+    ):
+        preflight(["train", "scheduler=warmup"], CONF_DIR)
+
+
+def test_good_configs_pass_unchanged():
+    argv = ["train", "optimizer.lr=0.05", "data.batch_size=128", "regularization.dropout=0.1", "seed=7"]
+    assert preflight(argv, CONF_DIR) == argv
+    sweep = ["train", "-m", "seed=1,2", "optimizer.lr=0.1,0.2"]
+    assert preflight(sweep, CONF_DIR) == sweep
+
+
+@pytest.fixture
+def typo_experiment(tmp_path):
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "typo.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      optimizer.learning_rate: 0.1,0.2\n"
+    )
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def test_experiment_sweeping_a_missing_key_is_refused(typo_experiment, tmp_path):
+    for mode in (["-m"], []):
+        with pytest.raises(UserError, match="optimizer.learning_rate"):
+            preflight(
+                ["train", *mode, "experiment=typo", typo_experiment, f"paths.log_dir={tmp_path}/logs"],
+                CONF_DIR,
+            )
+    assert not (tmp_path / "logs").exists()
+
+
+def test_cli_exits_2_with_one_line_and_creates_nothing(tmp_path):
+    logs = tmp_path / "logs"
+    _assert_refused(train_cli(logs, "data.batch_size=0", "logger=wandb"), logs, "data.batch_size=0")
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_bad_sweep_and_an_unknown_option(typo_experiment, tmp_path):
+    logs = tmp_path / "logs"
+    _assert_refused(
+        train_cli(logs, "-m", "experiment=typo", typo_experiment), logs, "optimizer.learning_rate"
+    )
+    _assert_refused(train_cli(logs, "optimizer=adamw"), logs, "optimizer=adamw")
+
+
+def _assert_refused(run, logs, named):
+    assert run.proc.returncode == 2, run.proc.stderr[-2000:]
+    lines = run.proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], run.proc.stderr
+    assert "Traceback" not in run.proc.stderr + run.proc.stdout
+    assert not logs.exists()  # no run or sweep folder, hence no W&B run (it lives in the run folder)

@@ -1,0 +1,14 @@
+"""The project's config composed as the training entry composes it (Hydra's compose API on conf/)."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from tests.conftest import ROOT
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """The train config; outside a Hydra run there is no run folder, so paths.output_dir is a placeholder."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=unused", *overrides])
