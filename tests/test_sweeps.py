@@ -84,6 +84,7 @@ def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(
     resumed = json.loads((sweep / "1" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["steps"] == interrupted["steps"] == 3
     first, second = wandb_runs(sweep / "1")
+    assert len({p.name for p in (sweep / "1").glob("wandb/offline-run-*/run-*.wandb")}) == 1  # same run id
     assert any("val/acc" in h for h in first.history)
     assert not any("val/acc" in h for h in second.history)  # nothing left to train: it only tested
     assert "3 jobs, 2 completed, 0 failed, 1 diverged" in run.proc.stdout
