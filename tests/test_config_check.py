@@ -9,7 +9,7 @@ from tests.conftest import train_cli
 
 BAD = [
     # (overrides, what the one line must name)
-    (["optimizer=adamw"], "optimizer=adamw"),  # unknown group option: Hydra's choices are listed
+    (["optimizer=adamx"], "optimizer=adamx"),  # unknown group option: Hydra's choices are listed
     (["optimizer.lrr=0.1"], "optimizer.lrr"),  # a key no option has
     (["optimizer.lr=fast"], "optimizer.lr='fast'"),  # wrong types, checked against the option's default
     (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5"),
@@ -90,7 +90,7 @@ def test_cli_refuses_a_bad_sweep_and_an_unknown_option(typo_experiment, tmp_path
     _assert_refused(
         train_cli(logs, "-m", "experiment=typo", typo_experiment), logs, "optimizer.learning_rate"
     )
-    _assert_refused(train_cli(logs, "optimizer=adamw"), logs, "optimizer=adamw")
+    _assert_refused(train_cli(logs, "optimizer=adamx"), logs, "optimizer=adamx")
 
 
 def _assert_refused(run, logs, named):

@@ -1,6 +1,7 @@
 """Checkpoint ensembles: members from a seed sweep, combination, weight averaging and safe loading."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -157,3 +158,23 @@ def test_corrupt_checkpoint_is_named(seed_sweep, tmp_path):
     broken.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(UserError, match=r"broken\.ckpt: corrupt or truncated"):
         load_checkpoint(broken)
+
+
+def test_snapshot_training_keeps_one_checkpoint_per_cycle_at_its_lowest_rate(tmp_path):
+    cycles, steps_per_epoch = 3, 4
+    run = train_cli(tmp_path, "experiment=snapshot_ensemble", "data.train_size=400", "data.batch_size=100",
+                    "scheduler.build.cycle_epochs=1", f"trainer.max_epochs={cycles}",
+                    "trainer.log_every_n_steps=1")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    snapshots = sorted((run.run_dir / "checkpoints" / "members").glob("*.ckpt"))
+    assert len(snapshots) == cycles
+    steps = [load_checkpoint(p)["global_step"] for p in snapshots]
+    assert steps == [steps_per_epoch * (c + 1) for c in range(cycles)]
+    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    lr = {h["trainer/global_step"]: h["lr"] for h in history if "lr" in h}  # the rate each step used
+    peak = 0.1  # the default optimizer's lr; cosine to eta_min=0 over each 4-step cycle
+    for c in range(cycles):
+        cycle = [lr[c * steps_per_epoch + t] for t in range(steps_per_epoch)]
+        expected = [peak * (1 + math.cos(math.pi * t / steps_per_epoch)) / 2 for t in range(steps_per_epoch)]
+        assert cycle == pytest.approx(expected, rel=1e-6)
+        assert cycle[-1] == min(cycle)  # the snapshot follows the cycle's lowest rate
