@@ -162,9 +162,15 @@ def test_corrupt_checkpoint_is_named(seed_sweep, tmp_path):
 
 def test_snapshot_training_keeps_one_checkpoint_per_cycle_at_its_lowest_rate(tmp_path):
     cycles, steps_per_epoch = 3, 4
-    run = train_cli(tmp_path, "experiment=snapshot_ensemble", "data.train_size=400", "data.batch_size=100",
-                    "scheduler.build.cycle_epochs=1", f"trainer.max_epochs={cycles}",
-                    "trainer.log_every_n_steps=1")
+    run = train_cli(
+        tmp_path,
+        "experiment=snapshot_ensemble",
+        "data.train_size=400",
+        "data.batch_size=100",
+        "scheduler.build.cycle_epochs=1",
+        f"trainer.max_epochs={cycles}",
+        "trainer.log_every_n_steps=1",
+    )
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     snapshots = sorted((run.run_dir / "checkpoints" / "members").glob("*.ckpt"))
     assert len(snapshots) == cycles

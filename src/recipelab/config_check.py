@@ -44,7 +44,7 @@ RULES = {
     "optimizer.momentum": _rule(lambda v: 0 <= v < 1, "in [0, 1)"),
     "optimizer.eps": _rule(lambda v: v > 0, "> 0"),
     "optimizer.betas.*": _rule(lambda v: 0 <= v < 1, "in [0, 1)"),
-    "data.batch_size": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    "data.batch_size": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1 or 'full'"),
     "data.eval_batch_size": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "data.train_size": _rule(lambda v: v >= 1 and v == int(v), "null or an integer >= 1"),
     "data.val_size": _rule(lambda v: 0 < v < FASHION_MNIST_TRAIN, f"in [1, {FASHION_MNIST_TRAIN})"),

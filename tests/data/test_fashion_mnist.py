@@ -16,7 +16,9 @@ def test_real_fashion_mnist_splits(fashion_train):
     dm = FashionMNISTDataModule(val_size=5000)
     dm.setup()
     (xt, yt), (xv, yv), (xs, ys) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
-    assert xt.shape == (55_000, 1, 28, 28) and xv.shape == (5_000, 1, 28, 28) and xs.shape == (10_000, 1, 28, 28)
+    assert (
+        xt.shape == (55_000, 1, 28, 28) and xv.shape == (5_000, 1, 28, 28) and xs.shape == (10_000, 1, 28, 28)
+    )
     assert xt.dtype == torch.uint8 and yt.dtype == torch.int64
     for y in (yt, yv, ys):
         assert y.min() == 0 and y.max() == 9
@@ -24,7 +26,9 @@ def test_real_fashion_mnist_splits(fashion_train):
     # train and val partition the 60k images: together they are exactly the original multiset
     images, labels = fashion_train
     assert _rows(xt) + _rows(xv) == _rows(images)
-    assert torch.equal(torch.bincount(yt, minlength=10) + torch.bincount(yv, minlength=10), torch.bincount(labels))
+    assert torch.equal(
+        torch.bincount(yt, minlength=10) + torch.bincount(yv, minlength=10), torch.bincount(labels)
+    )
 
 
 def test_split_is_fixed_by_its_own_seed():
@@ -55,9 +59,17 @@ def test_loader_covers_every_sample_once_per_epoch_and_reshuffles():
 
 
 def test_loader_shards_are_disjoint_across_ranks():
-    shards = [torch.cat([yb for _, yb in TensorBatchLoader(torch.zeros(10, 1, 1, 1), torch.arange(10), 2,
-                                                           shuffle=True, rank=r, world_size=2)])
-              for r in range(2)]
+    shards = [
+        torch.cat(
+            [
+                yb
+                for _, yb in TensorBatchLoader(
+                    torch.zeros(10, 1, 1, 1), torch.arange(10), 2, shuffle=True, rank=r, world_size=2
+                )
+            ]
+        )
+        for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
 
@@ -69,8 +81,12 @@ def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_root_with_files_is_used_first(tmp_path, monkeypatch):
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (tmp_path / f"{name}.gz").symlink_to(fm.DEBIAN_DIR / f"{name}.gz")
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "nowhere")
     images, labels = load_fashion_mnist("test", root=tmp_path, download=False)

@@ -231,5 +231,5 @@ def test_bad_value_stops_the_command_line_before_training(tmp_path):
     run = train_cli(tmp_path, "data.batch_size=0", "logger=csv")
     assert run.proc.returncode == 2
     last = run.proc.stderr.strip().splitlines()[-1]
-    assert last == "error: data.batch_size must be an integer >= 1 or 'full', got 0"
+    assert last == "error: data.batch_size=0: must be an integer >= 1 or 'full'"
     assert not list(tmp_path.rglob("metrics.json"))  # stopped before the Trainer existed

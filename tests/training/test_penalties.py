@@ -162,7 +162,7 @@ def test_bad_values_are_refused(bad, message):
 @pytest.mark.parametrize(
     ("override", "line"),
     [
-        ("regularization.dropout=1.0", "error: regularization.dropout=1.0: a probability in [0, 1)"),
+        ("regularization.dropout=1.0", "error: regularization.dropout=1.0: must be a probability in [0, 1)"),
         ("augmentation.ops=[{op:blur}]", "error: augmentation.ops: unknown op 'blur'"),
     ],
 )

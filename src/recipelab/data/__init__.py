@@ -6,4 +6,10 @@ from recipelab.data.fashion_mnist import (
     prepare_batch,
 )
 
-__all__ = ["FashionMNISTDataModule", "TensorBatchLoader", "build_augmentation", "load_fashion_mnist", "prepare_batch"]
+__all__ = [
+    "FashionMNISTDataModule",
+    "TensorBatchLoader",
+    "build_augmentation",
+    "load_fashion_mnist",
+    "prepare_batch",
+]

@@ -21,7 +21,18 @@ from recipelab.errors import UserError
 
 # Debian's dataset-fashion-mnist package; the variable points elsewhere (tests, other distributions).
 DEBIAN_DIR = Path(os.environ.get("RECIPELAB_DEBIAN_DIR", "/usr/share/datasets/fashion-mnist"))
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 MEAN, STD = 0.2860, 0.3530  # of the 60k training images, scaled to [0, 1]
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -50,8 +61,11 @@ def _folder_has_data(folder: Path) -> bool:
     return all(_find(folder, name) for pair in _FILES.values() for name in pair)
 
 
-def locate_data(root: str | os.PathLike | None = None, download_dir: str | os.PathLike | None = None,
-                download: bool = True) -> Path:
+def locate_data(
+    root: str | os.PathLike | None = None,
+    download_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Path:
     """The folder to read from: ``root`` if it holds the files, then Debian's package, then a download."""
     for folder in [Path(p) for p in (root, download_dir) if p] + [DEBIAN_DIR]:
         if _folder_has_data(folder):
@@ -117,8 +131,9 @@ class TensorBatchLoader:
 
     batch_sampler = None  # Lightning inspects loaders as it would a DataLoader: batches come from `sampler`
 
-    def __init__(self, images, labels, batch_size, shuffle=False, drop_last=False, seed=0, rank=0,
-                 world_size=1):
+    def __init__(
+        self, images, labels, batch_size, shuffle=False, drop_last=False, seed=0, rank=0, world_size=1
+    ):
         self.images, self.labels = images, labels
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler = EpochPermutation(len(labels), shuffle, seed, rank, world_size)
@@ -159,8 +174,19 @@ class FashionMNISTDataModule(L.LightningDataModule):
     training batches only.
     """
 
-    def __init__(self, root=None, download=True, download_dir=None, batch_size=128, eval_batch_size=1000,
-                 val_size=5000, train_size=None, split_seed=12345, shuffle_seed=0, augmentation=None):
+    def __init__(
+        self,
+        root=None,
+        download=True,
+        download_dir=None,
+        batch_size=128,
+        eval_batch_size=1000,
+        val_size=5000,
+        train_size=None,
+        split_seed=12345,
+        shuffle_seed=0,
+        augmentation=None,
+    ):
         super().__init__()
         self.source = {"root": root, "download_dir": download_dir, "download": download}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -197,9 +223,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, train: bool) -> TensorBatchLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatchLoader(*self.splits[split], batch_size=batch_size, shuffle=train,
-                                   drop_last=False, seed=self.shuffle_seed, rank=rank if train else 0,
-                                   world_size=world if train else 1)
+        return TensorBatchLoader(
+            *self.splits[split],
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=False,
+            seed=self.shuffle_seed,
+            rank=rank if train else 0,
+            world_size=world if train else 1,
+        )
 
     def train_dataloader(self):
         self._train_loader = self._loader("train", self.batch_size, train=True)
