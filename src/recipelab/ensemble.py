@@ -204,10 +204,21 @@ def source_group(ckpt: Path) -> str:
     return "ensemble"
 
 
+def member_name(checkpoint: str, out_dir: str) -> str:
+    """A member's checkpoint relative to the results folder (job/checkpoints/... for a sweep's members)."""
+    path = Path(checkpoint).resolve()
+    return (
+        str(path.relative_to(Path(out_dir).resolve()))
+        if path.is_relative_to(Path(out_dir).resolve())
+        else path.name
+    )
+
+
 def markdown(result: dict) -> str:
     rows = [
-        f"| {Path(m['checkpoint']).name} | {m['acc']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} |"
+        f"| {name} | {m['acc']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} |"
         for m in result["members"]
+        for name in [member_name(m["checkpoint"], result["out_dir"])]
     ]
     e = result["ensemble"]
     return "\n".join(
@@ -257,7 +268,10 @@ def log_wandb(result: dict, png: Path) -> None:
     )
     table = wandb.Table(
         columns=["member", "acc", "nll", "ece"],
-        data=[[Path(m["checkpoint"]).name, m["acc"], m["nll"], m["ece"]] for m in result["members"]]
+        data=[
+            [member_name(m["checkpoint"], result["out_dir"]), m["acc"], m["nll"], m["ece"]]
+            for m in result["members"]
+        ]
         + [["ensemble", *result["ensemble"].values()]],
     )
     run.log({"members": table, "acc_by_members": wandb.Image(str(png))})
