@@ -4,15 +4,18 @@ import json
 import subprocess
 import sys
 
-from recipelab.bench import steady_rate
+from recipelab.bench import steady_rates
 from tests.conftest import ROOT
 
 
-def test_steady_rate_skips_warmup_and_epoch_boundaries():
-    times = [0.0, 10.0, 11.0, 12.0, 20.0, 21.0]  # the 12→20 gap crosses into epoch 1
-    epochs = [0, 0, 0, 0, 1, 1]
-    # after 1 warm-up gap: gaps 1, 1 (epoch 0) and 1 (epoch 1) → 3 steps of 4 images in 3 s
-    assert steady_rate(times, epochs, batch_size=4, warmup=1) == 4.0
+def test_steady_rates_skip_warmup_and_epoch_boundaries():
+    record = {  # seconds per step of each contender, pair by pair
+        "plain_s": [9.0, 1.0, 1.0, 7.0, 2.0],
+        "template_s": [9.0, 2.0, 2.0, 50.0, 4.0],
+        "crosses_epoch": [False, False, False, True, False],  # the 4th template step ran a validation
+    }
+    # left: pairs 2, 3 and 5 (1 warm-up pair, the crossing pair out) → 3 steps of 4 images in 4 s and 8 s
+    assert steady_rates(record, batch_size=4, warmup=1) == (3.0, 1.5)
 
 
 def test_bench_writes_every_measure(tmp_path):

@@ -177,7 +177,7 @@ def test_snapshot_training_keeps_one_checkpoint_per_cycle_at_its_lowest_rate(tmp
     steps = [load_checkpoint(p)["global_step"] for p in snapshots]
     assert steps == [steps_per_epoch * (c + 1) for c in range(cycles)]
     history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
-    lr = {h["trainer/global_step"]: h["lr"] for h in history if "lr" in h}  # the rate each step used
+    lr = {h["trainer/global_step"]: h["lr/decay"] for h in history if "lr/decay" in h}  # each step's rate
     peak = 0.1  # the default optimizer's lr; cosine to eta_min=0 over each 4-step cycle
     for c in range(cycles):
         cycle = [lr[c * steps_per_epoch + t] for t in range(steps_per_epoch)]

@@ -1,5 +1,6 @@
 """End to end: `python -m recipelab.train` for one epoch, and what its run folder holds."""
 
+import pytest
 import torch
 
 from recipelab.wandb_file import read_run
@@ -55,3 +56,31 @@ def test_bad_data_root_fails_fast_with_exit_2(tmp_path, monkeypatch):
     )
     assert run.proc.returncode == 2
     assert run.proc.stderr.strip().splitlines()[-1].startswith("error: Fashion-MNIST not found")
+
+
+def test_step_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
+    from tests.conftest import train_cli
+
+    # 800 images / 100 = 8 steps an epoch, 2 epochs; Lightning writes after every 3rd step
+    run = train_cli(tmp_path, "data.train_size=800", "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+
+    def steps(key):
+        return [h["trainer/global_step"] for h in history if key in h]
+
+    assert steps("train/loss_step") == [2, 5, 8, 11, 14]
+    assert steps("lr/decay") == steps("lr/no_decay") == [2, 5, 8, 11, 14]  # LearningRateMonitor's steps
+    assert len(steps("train/loss_epoch")) == len(steps("train/acc")) == 2
+
+
+def test_epoch_loss_is_the_mean_of_the_step_losses(tmp_path):
+    from tests.conftest import train_cli
+
+    run = train_cli(tmp_path, "data.train_size=800", "trainer.log_every_n_steps=1")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    losses = [h["train/loss_step"] for h in history if "train/loss_step" in h]
+    (epoch_loss,) = [h["train/loss_epoch"] for h in history if "train/loss_epoch" in h]
+    assert len(losses) == 8  # equal batches of 100: the epoch value is the plain mean
+    assert epoch_loss == pytest.approx(sum(losses) / len(losses), rel=1e-5)

@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging, Timer
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar, StochasticWeightAveraging, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab import distributed, resume, sweep, tracking
@@ -67,6 +67,8 @@ def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule
     optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
     # built once here so that a bad rule or option fails before any work; the module builds its own
     log.info(describe_param_groups(optimizer(param_groups(model))))
+    if cfg.compile:  # in place: parameter names (and so checkpoints) stay those of the plain model
+        model.compile()
     return RecipeModule(
         model=model,
         optimizer=optimizer,
@@ -94,10 +96,13 @@ def build_datamodule(cfg: DictConfig):
     return datamodule
 
 
-def build_callbacks(cfg: DictConfig) -> list:
+def build_callbacks(cfg: DictConfig, logging: bool = True) -> list:
+    """``logging``: whether the run has a logger (Lightning refuses a LearningRateMonitor without one)."""
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback without a bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not logging:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
 
 
@@ -147,8 +152,9 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.batch_size)
-    callbacks = build_callbacks(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, logging=bool(loggers))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule.batch_size = distributed.per_process_batch(datamodule.batch_size, trainer.world_size)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from recipelab.training.penalties import Regularizer
@@ -62,7 +63,8 @@ class RecipeModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
@@ -84,18 +86,27 @@ class RecipeModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, logits, y = self.model_step(batch, self.label_smoothing)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        # One `lr` series (the first param group's rate): LearningRateMonitor would split it into lr/pgN.
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-        if self.regularizer is not None and self.regularizer.has_penalty:  # train/loss stays the data loss
+        # A `self.log` call costs ~0.7 ms on 2 CPU cores (1% of a step), so every step only adds to
+        # running sums; values are logged on the steps the loggers write (log_every_n_steps) and at epoch
+        # end. The learning rate is logged by the LearningRateMonitor callback on those same steps.
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        if self.logs_this_step():
+            self.log("train/loss_step", loss.detach(), prog_bar=True)
+        if self.regularizer is not None and self.regularizer.has_penalty:  # train/loss_* stay the data loss
             penalty = self.regularizer.penalty(self.model)
             self.log("train/penalty", penalty, on_step=True, on_epoch=True)
             loss = loss + penalty
         return loss
 
+    def logs_this_step(self) -> bool:
+        """Whether the loggers write this step: Lightning writes after every log_every_n_steps-th step."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
     def on_train_epoch_end(self):
+        self.log("train/loss_epoch", self.train_loss)  # a torchmetrics Metric: computed, then reset
+        self.log("train/acc", self.train_acc)
         if self.regularizer is not None:
             self.log("train/sparsity", self.regularizer.sparsity(self.model))
 
@@ -123,7 +134,7 @@ class RecipeModule(L.LightningModule):
             optimizer.register_step_post_hook(lambda *_: self.regularizer.constrain(self.model))
         if self.scheduler_factory is None:
             return optimizer
-        options = {"interval": "step", "frequency": 1, **self.scheduler_options}
+        options = {"interval": "step", "frequency": 1, "name": "lr", **self.scheduler_options}
         steps_per_epoch = self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1)
         ticks_per_epoch = max(steps_per_epoch if options["interval"] == "step" else 1, 1)
         ticks_per_epoch //= options["frequency"]
