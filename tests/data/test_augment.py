@@ -75,9 +75,10 @@ def _ops(option):
 
 
 def test_options_are_the_documented_set():
-    expected = {"none", "flip", "crop", "rotation", "scale", "color_jitter", "erasing", "standard", "strong"}
-    assert set(OPTIONS) == expected
+    singles = {"none", "flip", "crop", "rotation", "scale", "color_jitter", "erasing"}
+    assert set(OPTIONS) == singles | {"standard", "standard_erasing", "strong"}
     assert {op.op for op in _ops("strong")} == set(OPS)
+    assert [op.op for op in _ops("standard_erasing")] == ["flip", "crop", "erasing"]
 
 
 def test_batched_affine_matches_torchvision_per_sample():
