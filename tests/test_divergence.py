@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recipelab.training.reliability import Diverged, StopOnDivergence
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 HUGE_LR = ["optimizer.lr=1e30", "scheduler=none", "trainer.precision=32-true", "trainer.max_epochs=3"]
@@ -26,7 +26,7 @@ def test_huge_learning_rate_stops_the_run_before_the_bad_step(tmp_path):
     assert not math.isfinite(float(m["diverged"]["loss"]))
     assert m["steps"] == step < 20  # stopped before that step: no optimizer step on a non-finite loss
     assert m["metrics"] == {}
-    (wandb,) = run.run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    (wandb,) = run_files(run.run_dir)
     assert read_run(wandb).exit_code == 1  # W&B shows the run as failed
 
 

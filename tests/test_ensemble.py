@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from recipelab.data import load_fashion_mnist, prepare_batch
 from recipelab.ensemble import average_weights, load_checkpoint, load_member, resolve_source
 from recipelab.errors import UserError
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 from tests.conftest import ROOT, train_cli
 
 
@@ -70,7 +70,7 @@ def test_ensemble_is_the_mean_of_member_probabilities(seed_sweep):
     disagreement = sum((preds[i] != preds[j]).float().mean().item() for i, j in pairs) / 3
     assert result["disagreement"] == pytest.approx(disagreement, abs=1e-6)
     # one W&B run, job_type=ensemble, in the sweep's group
-    (wandb_file,) = seed_sweep.glob("wandb/offline-run-*/run-*.wandb")
+    (wandb_file,) = run_files(seed_sweep)
     run = read_run(wandb_file)
     train_group = json.loads((seed_sweep / "0" / "metrics.json").read_text())["group"]
     assert run.job_type == "ensemble" and run.group == train_group
@@ -176,7 +176,7 @@ def test_snapshot_training_keeps_one_checkpoint_per_cycle_at_its_lowest_rate(tmp
     assert len(snapshots) == cycles
     steps = [load_checkpoint(p)["global_step"] for p in snapshots]
     assert steps == [steps_per_epoch * (c + 1) for c in range(cycles)]
-    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    history = read_run(run_files(run.run_dir)[0]).history
     lr = {h["trainer/global_step"]: h["lr/decay"] for h in history if "lr/decay" in h}  # each step's rate
     peak = 0.1  # the default optimizer's lr; cosine to eta_min=0 over each 4-step cycle
     for c in range(cycles):

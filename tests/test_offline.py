@@ -11,7 +11,7 @@ import time
 import pytest
 
 from recipelab import tracking
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 UNREACHABLE = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"}  # the discard port: refused
@@ -62,5 +62,5 @@ def test_run_with_network_unreachable_trains_offline(tmp_path):
     print(f"run with W&B online requested and no network: {time.time() - start:.1f} s")
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     assert "warning: W&B server http://127.0.0.1:9 unreachable" in run.proc.stderr
-    (path,) = run.run_dir.glob("wandb/offline-run-*/run-*.wandb")  # logged offline, ready for `make sync`
+    (path,) = run_files(run.run_dir)  # logged offline, ready for `make sync`
     assert read_run(path).summary["test/acc"] == run.metrics()["metrics"]["test/acc"]

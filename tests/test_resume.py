@@ -13,7 +13,7 @@ from recipelab.config_check import preflight
 from recipelab.data import FashionMNISTDataModule, TensorBatchLoader, build_augmentation
 from recipelab.errors import UserError
 from recipelab.train import CONF_DIR
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 # 2 epochs of 6 batches, a step checkpoint every 2 steps; dropout and augmentation draw random numbers.
@@ -72,7 +72,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     # the same W&B run: wandb writes one offline folder per process, both with the run's id
     ids = {p.name.rsplit("-", 1)[1] for p in run_dir.glob("wandb/offline-run-*")}
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2 and len(ids) == 1
-    last = read_run(sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))[-1])
+    last = read_run(run_files(run_dir)[-1])
     assert last.summary["test/acc"] == expected["metrics"]["test/acc"]
 
 

@@ -13,7 +13,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from recipelab.train import CONF_DIR
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 SMALL = ["data.train_size=300", "data.val_size=300", "+trainer.limit_test_batches=2"]
@@ -29,7 +29,7 @@ DIVERGING = [
 
 
 def wandb_runs(job_dir):
-    return [read_run(p) for p in sorted(job_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+    return [read_run(p) for p in run_files(job_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_rerun_into_its_folder_skips_finished_jobs_and_resumes_interrupted_ones(
     resumed = json.loads((sweep / "1" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["steps"] == interrupted["steps"] == 3
     first, second = wandb_runs(sweep / "1")
-    assert len({p.name for p in (sweep / "1").glob("wandb/offline-run-*/run-*.wandb")}) == 1  # same run id
+    assert len({p.name for p in run_files(sweep / "1")}) == 1  # same run id
     assert any("val/acc" in h for h in first.history)
     assert not any("val/acc" in h for h in second.history)  # nothing left to train: it only tested
     assert "3 jobs, 2 completed, 0 failed, 1 diverged" in run.proc.stdout
@@ -144,7 +144,7 @@ def test_report_on_the_sweep_matches_its_records_and_logs_a_wandb_report_run(div
     assert float(row["test/acc mean"]) == pytest.approx(np.mean(accs))
     assert float(row["test/acc std"]) == pytest.approx(np.std(accs, ddof=1))
     assert "**DIVERGED**" in (sweep / "report.md").read_text()
-    (path,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    (path,) = run_files(sweep)
     run = read_run(path)
     assert run.job_type == "report" and run.group == wandb_runs(sweep / "0")[0].group
     logged = {k: v for h in run.history for k, v in h.items()}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 
 
 def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
@@ -21,7 +21,7 @@ def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
 
 
 def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
-    (path,) = one_epoch_run.run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    (path,) = run_files(one_epoch_run.run_dir)
     run = read_run(path)
     m = one_epoch_run.metrics()
     assert run.group == "default" and run.job_type == "train" and run.exit_code == 0
@@ -39,7 +39,7 @@ def test_sweep_gives_each_job_its_folder_and_one_wandb_group(tmp_path):
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     dirs = run.run_dirs
     assert len(dirs) == 2 and {run.metrics(d)["seed"] for d in dirs} == {1, 2}
-    runs = [read_run(next(d.glob("wandb/offline-run-*/run-*.wandb"))) for d in dirs]
+    runs = [read_run(run_files(d)[0]) for d in dirs]
     assert runs[0].group == runs[1].group and runs[0].group.endswith("_default")
     assert all(r.job_type == "train" for r in runs)
 
@@ -64,7 +64,7 @@ def test_step_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
     # 800 images / 100 = 8 steps an epoch, 2 epochs; Lightning writes after every 3rd step
     run = train_cli(tmp_path, "data.train_size=800", "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
-    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    history = read_run(run_files(run.run_dir)[0]).history
 
     def steps(key):
         return [h["trainer/global_step"] for h in history if key in h]
@@ -79,7 +79,7 @@ def test_epoch_loss_is_the_mean_of_the_step_losses(tmp_path):
 
     run = train_cli(tmp_path, "data.train_size=800", "trainer.log_every_n_steps=1")
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
-    history = read_run(next(run.run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    history = read_run(run_files(run.run_dir)[0]).history
     losses = [h["train/loss_step"] for h in history if "train/loss_step" in h]
     (epoch_loss,) = [h["train/loss_epoch"] for h in history if "train/loss_epoch" in h]
     assert len(losses) == 8  # equal batches of 100: the epoch value is the plain mean

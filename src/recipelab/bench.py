@@ -53,9 +53,10 @@ class PlainLoop:
 
     def __init__(self, cfg, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
         self.device = images.device
-        torch.manual_seed(cfg.seed)
         self.format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = build_model(cfg).to(self.device, memory_format=self.format).train()
+        with torch.random.fork_rng(devices=[]):  # seeded like a run, without reseeding the template's run
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg).to(self.device, memory_format=self.format).train()
         if cfg.compile:
             self.model.compile()
         self.opt = instantiate(cfg.optimizer)(build_param_groups(cfg, batch_size)(self.model))
@@ -180,7 +181,7 @@ def import_seconds() -> float:
 
 
 def time_to_accuracy(workdir: Path, target: float, overrides: list[str]) -> dict:
-    from recipelab.wandb_file import read_run
+    from recipelab.wandb_file import read_run, run_files
 
     launched = time.time()
     subprocess.run(
@@ -200,7 +201,7 @@ def time_to_accuracy(workdir: Path, target: float, overrides: list[str]) -> dict
     total = time.time() - launched
     (run_dir,) = [p.parent for p in workdir.rglob("metrics.json") if "bench_full" in str(p)]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = read_run(next(run_dir.glob("wandb/offline-run-*/run-*.wandb"))).history
+    history = read_run(run_files(run_dir)[0]).history
     reached = [h["_runtime"] for h in history if h.get("val/acc", 0) >= target]
     return {
         "target_val_acc": target,

@@ -206,12 +206,8 @@ def source_group(ckpt: Path) -> str:
 
 def member_name(checkpoint: str, out_dir: str) -> str:
     """A member's checkpoint relative to the results folder (job/checkpoints/... for a sweep's members)."""
-    path = Path(checkpoint).resolve()
-    return (
-        str(path.relative_to(Path(out_dir).resolve()))
-        if path.is_relative_to(Path(out_dir).resolve())
-        else path.name
-    )
+    path, out = Path(checkpoint).resolve(), Path(out_dir).resolve()
+    return str(path.relative_to(out)) if path.is_relative_to(out) else path.name
 
 
 def markdown(result: dict) -> str:

@@ -23,7 +23,7 @@ import yaml
 from recipelab import tracking  # also sets W&B's offline default before wandb is imported
 from recipelab.errors import UserError
 from recipelab.sweep import job_dirs, read_record
-from recipelab.wandb_file import read_run
+from recipelab.wandb_file import read_run, run_files
 
 SEED_KEYS = ("seed",)
 COLUMNS = (
@@ -55,7 +55,7 @@ class Job:
 
 def read_history(folder: Path) -> list[dict]:
     """The rows holding val/acc, from the job's offline W&B run, else its CSV log."""
-    runs = sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    runs = run_files(folder)
     if runs:
         return [h for h in read_run(runs[-1]).history if "val/acc" in h and "epoch" in h]
     logs = sorted(folder.glob("csv/**/metrics.csv"))

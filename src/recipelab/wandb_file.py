@@ -18,6 +18,11 @@ HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
+def run_files(run_dir) -> list[Path]:
+    """The ``run-*.wandb`` logs in a run folder, oldest first (each process of a resumed run adds one)."""
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
 def _payloads(data: bytes):
     if data[:4] != b":W&B":
         raise ValueError("not a W&B transaction log (missing :W&B header)")

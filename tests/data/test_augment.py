@@ -208,10 +208,10 @@ def test_preview_grid_pairs_originals_with_augmented_and_moves_no_draw():
 
 
 def test_run_saves_the_preview_beside_its_checkpoints_and_logs_it(one_epoch_run):
-    from recipelab.wandb_file import read_run
+    from recipelab.wandb_file import read_run, run_files
 
     png = one_epoch_run.run_dir / "augmentation.png"
     assert png.is_file() and (one_epoch_run.run_dir / "checkpoints").is_dir()
-    (path,) = one_epoch_run.run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    (path,) = run_files(one_epoch_run.run_dir)
     logged = [h for h in read_run(path).history if "augmentation/samples/_type" in h]
     assert len(logged) == 1 and logged[0]["augmentation/samples/format"] == "png"
