@@ -66,9 +66,27 @@ def one_epoch_run(tmp_path_factory) -> Run:
     return run
 
 
+def fashion_dm(**kwargs):
+    """The Fashion-MNIST DataModule as the data config builds it (Debian's package, else a download),
+    set up."""
+    from recipelab.data import InMemoryDataModule
+    from recipelab.data.fashion_mnist import load
+
+    dm = InMemoryDataModule(dataset=load, **kwargs)
+    dm.setup()
+    return dm
+
+
+def standardize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 Fashion-MNIST images → floats standardized with the dataset's published mean and std."""
+    from recipelab.data.fashion_mnist import MEAN, STD
+
+    return (images.float() / 255 - MEAN) / STD
+
+
 @pytest.fixture(scope="session")
 def fashion_train():
-    from recipelab.data import load_fashion_mnist
+    from recipelab.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist("train")
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from recipelab.bench import steady_rates
+from recipelab.benchmark.plain import steady_rates
 from tests.conftest import ROOT
 
 

@@ -5,7 +5,7 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from recipelab.train import build_module
+from recipelab.build import build_module
 from tests.training.composed import compose_train
 
 SMALL = "model.widths=[4,8,8]"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from recipelab.config_check import preflight
+from recipelab.cli import CONF_DIR
 from recipelab.errors import UserError
-from recipelab.train import CONF_DIR
+from recipelab.run.validate import preflight
 from tests.conftest import train_cli
 
 BAD = [

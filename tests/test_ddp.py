@@ -8,10 +8,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from recipelab.data import prepare_batch
-from recipelab.data.fashion_mnist import EpochPermutation
-from recipelab.train import build_module
-from recipelab.wandb_file import read_run
+from recipelab.build import build_module
+from recipelab.data import EpochPermutation
+from recipelab.run.wandb_file import read_run
 from tests.conftest import train_cli
 
 pytestmark = pytest.mark.ddp
@@ -71,8 +70,8 @@ def test_first_step_gradient_equals_the_single_process_gradient(ddp_sweep):
     datamodule.setup()
     images, labels = datamodule.splits["train"]
     order = EpochPermutation(TRAIN, shuffle=True, seed=cfg.seed).indices()[:BATCH]
-    x, y = prepare_batch(images[order]), labels[order]
-    loss = module.model_step((x, y), module.label_smoothing)[0]
+    x, y = datamodule.prepare(images[order]), labels[order]
+    loss = module.model_step((x, y), module.regularizer.label_smoothing)[0]
     loss.backward()
 
     # float tolerance; without synchronized batch norm the error is 15-30% in the first layers

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from recipelab.training.reliability import Diverged, StopOnDivergence
-from recipelab.wandb_file import read_run, run_files
+from recipelab.errors import Diverged
+from recipelab.run.wandb_file import read_run, run_files
+from recipelab.training.reliability import StopOnDivergence
 from tests.conftest import train_cli
 
 HUGE_LR = ["optimizer.lr=1e30", "scheduler=none", "trainer.precision=32-true", "trainer.max_epochs=3"]

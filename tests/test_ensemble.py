@@ -9,11 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recipelab.data import load_fashion_mnist, prepare_batch
-from recipelab.ensemble import average_weights, load_checkpoint, load_member, resolve_source
+from recipelab.data.fashion_mnist import load_fashion_mnist
 from recipelab.errors import UserError
-from recipelab.wandb_file import read_run, run_files
-from tests.conftest import ROOT, train_cli
+from recipelab.results.checkpoint import load_checkpoint, load_member
+from recipelab.results.ensemble import average_weights, resolve_source
+from recipelab.run.wandb_file import read_run, run_files
+from tests.conftest import ROOT, standardize, train_cli
 
 
 def ensemble_cli(*overrides):
@@ -36,7 +37,7 @@ def member_probs(path):
     member = load_member(path)
     images, labels = load_fashion_mnist("test")
     with torch.no_grad():
-        x = prepare_batch(images)
+        x = standardize(images)
         probs = member.model(x).softmax(-1)
         if member.config.tta_flip:
             probs = (probs + member.model(x.flip(-1)).softmax(-1)) / 2
@@ -87,7 +88,7 @@ def test_weight_averaging_averages_the_weights(seed_sweep):
     bn = "features.0.0.1"
     dm_train = load_fashion_mnist("train")[0][:1000]
     with torch.no_grad():
-        first_conv = averaged.features[0][0][0](prepare_batch(dm_train))
+        first_conv = averaged.features[0][0][0](standardize(dm_train))
     running = dict(averaged.named_buffers())[f"{bn}.running_mean"]
     mean_of_members = torch.stack(
         [dict(m.model.named_buffers())[f"{bn}.running_mean"] for m in members]
@@ -99,7 +100,7 @@ def test_weight_averaging_averages_the_weights(seed_sweep):
 @pytest.fixture(scope="module")
 def other_architecture(seed_sweep, tmp_path_factory):
     """A checkpoint of a narrower network, with its own config."""
-    from recipelab.train import build_model
+    from recipelab.build import build_model
 
     config = OmegaConf.to_container(load_member(resolve_source(str(seed_sweep))[0][0]).config)
     config["model"]["widths"] = [8, 16, 32]
@@ -111,7 +112,7 @@ def other_architecture(seed_sweep, tmp_path_factory):
 
 
 def test_other_architectures_combine_by_probabilities_not_weights(seed_sweep, other_architecture):
-    from recipelab.ensemble import evaluate
+    from recipelab.results.ensemble import evaluate
 
     first = resolve_source(str(seed_sweep))[0][0]
     cfg = OmegaConf.create(

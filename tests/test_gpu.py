@@ -5,14 +5,16 @@ import torch
 
 from recipelab.data import build_augmentation, prepare_batch
 
+STATS = (torch.tensor(0.286).view(1, 1, 1, 1), torch.tensor(0.353).view(1, 1, 1, 1))
+
 pytestmark = pytest.mark.gpu
 
 
 def test_augmentation_on_gpu_matches_cpu():
     images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
     ops = [{"op": "flip", "p": 0.5}, {"op": "crop", "p": 1.0, "padding": 2}]
-    cpu = prepare_batch(images, build_augmentation(ops, seed=3))
-    gpu = prepare_batch(images.cuda(), build_augmentation(ops, seed=3))
+    cpu = prepare_batch(images, *STATS, build_augmentation(ops, seed=3))
+    gpu = prepare_batch(images.cuda(), *(s.cuda() for s in STATS), build_augmentation(ops, seed=3))
     assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
 
 

@@ -9,12 +9,12 @@ import lightning as L
 import pytest
 import torch
 
-from recipelab.config_check import preflight
-from recipelab.data import FashionMNISTDataModule, TensorBatchLoader, build_augmentation
+from recipelab.cli import CONF_DIR
+from recipelab.data import TensorBatchLoader, build_augmentation
 from recipelab.errors import UserError
-from recipelab.train import CONF_DIR
-from recipelab.wandb_file import read_run, run_files
-from tests.conftest import train_cli
+from recipelab.run.validate import preflight
+from recipelab.run.wandb_file import read_run, run_files
+from tests.conftest import fashion_dm, train_cli
 
 # 2 epochs of 6 batches, a step checkpoint every 2 steps; dropout and augmentation draw random numbers.
 EXACT = [
@@ -125,7 +125,7 @@ def test_resumed_loader_continues_the_uninterrupted_order():
 
 
 def test_datamodule_state_restores_augmentation_and_position():
-    dm = FashionMNISTDataModule(augmentation=build_augmentation([{"op": "flip"}], seed=1))
+    dm = fashion_dm(augmentation=build_augmentation([{"op": "flip"}], seed=1))
     dm.splits["train"] = (torch.zeros(30, 1, 4, 4, dtype=torch.uint8), torch.zeros(30, dtype=torch.long))
     loader = dm.train_dataloader()
     it = iter(loader)
@@ -134,7 +134,7 @@ def test_datamodule_state_restores_augmentation_and_position():
     state = dm.state_dict()
     draws = torch.rand(8, generator=dm.augmentation.generator)
 
-    other = FashionMNISTDataModule(augmentation=build_augmentation([{"op": "flip"}], seed=99))
+    other = fashion_dm(augmentation=build_augmentation([{"op": "flip"}], seed=99))
     other.splits = dm.splits
     other.load_state_dict(state)
     assert torch.equal(torch.rand(8, generator=other.augmentation.generator), draws)

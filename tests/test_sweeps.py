@@ -12,8 +12,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from recipelab.train import CONF_DIR
-from recipelab.wandb_file import read_run, run_files
+from recipelab.cli import CONF_DIR
+from recipelab.run.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 SMALL = ["data.train_size=300", "data.val_size=300", "+trainer.limit_test_batches=2"]
@@ -114,7 +114,7 @@ def test_sweeps_started_in_the_same_second_get_distinct_folders():
 def test_joblib_gives_each_job_a_share_of_the_cores(monkeypatch, n_jobs, threads):
     from hydra.core.hydra_config import HydraConfig
 
-    from recipelab import sweep
+    from recipelab.run import sweep
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         overrides = ["launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]

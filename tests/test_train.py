@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recipelab.wandb_file import read_run, run_files
+from recipelab.run.wandb_file import read_run, run_files
 
 
 def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
@@ -51,7 +51,7 @@ def test_bad_data_root_fails_fast_with_exit_2(tmp_path, monkeypatch):
     run = train_cli(
         tmp_path,
         f"data.root={tmp_path / 'empty'}",
-        "data.download=false",
+        "data.dataset.download=false",
         env={"RECIPELAB_DEBIAN_DIR": str(tmp_path / "none")},
     )
     assert run.proc.returncode == 2

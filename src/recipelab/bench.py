@@ -20,197 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import lightning as L
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from recipelab.data import build_augmentation, prepare_batch
-from recipelab.data.fashion_mnist import TensorBatchLoader
-from recipelab.train import CONF_DIR, build_model, build_param_groups
-
-
-def sync_time(device: torch.device) -> float:
-    """Wall-clock time once the device has finished its queued work (GPU steps run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-
-
-class PlainLoop:
-    """The simplest correct training loop with the recipe of ``cfg``, one step per ``step()`` call."""
-
-    def __init__(self, cfg, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
-        self.device = images.device
-        self.format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        with torch.random.fork_rng(devices=[]):  # seeded like a run, without reseeding the template's run
-            torch.manual_seed(cfg.seed)
-            self.model = build_model(cfg).to(self.device, memory_format=self.format).train()
-        if cfg.compile:
-            self.model.compile()
-        self.opt = instantiate(cfg.optimizer)(build_param_groups(cfg, batch_size)(self.model))
-        per_epoch = -(-len(labels) // batch_size)
-        self.sched = instantiate(cfg.scheduler.build)(
-            self.opt, total_steps=per_epoch * cfg.trainer.max_epochs, steps_per_epoch=per_epoch
-        )
-        self.aug = build_augmentation(cfg.augmentation.ops, seed=cfg.seed)
-        self.loader = TensorBatchLoader(images, labels, batch_size, shuffle=True, seed=cfg.seed)
-        self.bf16 = str(cfg.trainer.precision).startswith("bf16")
-        self.smoothing = cfg.regularization.label_smoothing
-        self.batches = self._batches()
-
-    def _batches(self):
-        while True:
-            yield from self.loader
-            self.loader.sampler.set_epoch(self.loader.sampler.epoch + 1)
-
-    def step(self) -> None:
-        xb, yb = next(self.batches)
-        x = prepare_batch(xb, self.aug).contiguous(memory_format=self.format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = F.cross_entropy(self.model(x), yb, label_smoothing=self.smoothing)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
-
-    def pipeline_rate(self) -> float:
-        """images/s of batching + uint8→float + augmentation alone, over a full pass."""
-        start, n = sync_time(self.device), 0
-        for xb, _ in self.loader:
-            prepare_batch(xb, self.aug)
-            n += len(xb)
-        return n / (sync_time(self.device) - start)
-
-
-class InterleavedTimer(L.Callback):
-    """Alternates the template and a plain loop step by step, and writes both step times on train end.
-
-    At the start of every training batch the template's previous step has ended: its time is the gap
-    since this hook last returned. The hook then runs and times one plain step. The plain loop is built
-    from the run's own config and training tensors at the first batch, after the start-up time is taken.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.plain: PlainLoop | None = None
-        self.first_step = self.returned = 0.0
-        self.template, self.plain_times, self.crosses_epoch = [], [], []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        now = sync_time(pl_module.device)
-        if self.plain is None:
-            self.first_step = time.time()
-            images, labels = trainer.datamodule.splits["train"]
-            cfg = OmegaConf.create(pl_module.hparams["config"])
-            self.plain = PlainLoop(cfg, images, labels, trainer.datamodule.batch_size)
-        else:
-            self.template.append(now - self.returned)
-            self.crosses_epoch.append(batch_idx == 0)
-        start = sync_time(pl_module.device)
-        self.plain.step()
-        self.returned = sync_time(pl_module.device)
-        self.plain_times.append(self.returned - start)
-
-    def on_train_end(self, trainer, pl_module):
-        record = {
-            "template_s": self.template,
-            "plain_s": self.plain_times[: len(self.template)],  # each paired with the template step after it
-            "crosses_epoch": self.crosses_epoch,
-            "first_step": self.first_step,
-            "pipeline_img_s": self.plain.pipeline_rate(),
-        }
-        Path(self.path).write_text(json.dumps(record))
-
-
-def steady_rates(record: dict, batch_size: int, warmup: int) -> tuple[float, float]:
-    """Plain and template images/s over the step pairs after ``warmup``.
-
-    A template step that crosses an epoch boundary (validation, checkpoints) is left out with its pair.
-    """
-    pairs = [
-        (p, t)
-        for p, t, crosses in zip(
-            record["plain_s"], record["template_s"], record["crosses_epoch"], strict=True
-        )
-        if not crosses
-    ][warmup:]
-    return tuple(batch_size * len(pairs) / sum(times) for times in zip(*pairs, strict=True))
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-def template_run(overrides: list[str], workdir: Path) -> dict:
-    """`python -m recipelab.train` in a subprocess with an InterleavedTimer; its step times and start-up."""
-    timer_file = workdir / f"steps-{time.time_ns()}.json"
-    args = [
-        sys.executable,
-        "-m",
-        "recipelab.train",
-        f"paths.log_dir={workdir}",
-        "+callbacks.step_timer._target_=recipelab.bench.InterleavedTimer",
-        f"+callbacks.step_timer.path={timer_file}",
-        *overrides,
-        *QUIET,
-    ]
-    launched = time.time()
-    subprocess.run(args, check=True, capture_output=True, text=True)
-    record = json.loads(timer_file.read_text())
-    return {**record, "startup_s": record["first_step"] - launched}
-
-
-def import_seconds() -> float:
-    code = "import time; t = time.time(); import recipelab.train; print(time.time() - t)"
-    return float(
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    )
-
-
-def time_to_accuracy(workdir: Path, target: float, overrides: list[str]) -> dict:
-    from recipelab.wandb_file import read_run, run_files
-
-    launched = time.time()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recipelab.train",
-            f"paths.log_dir={workdir}",
-            "name=bench_full",
-            *overrides,
-            *QUIET,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    total = time.time() - launched
-    (run_dir,) = [p.parent for p in workdir.rglob("metrics.json") if "bench_full" in str(p)]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = read_run(run_files(run_dir)[0]).history
-    reached = [h["_runtime"] for h in history if h.get("val/acc", 0) >= target]
-    return {
-        "target_val_acc": target,
-        "seconds_to_target": round(reached[0], 1) if reached else None,
-        "test_acc": metrics["metrics"]["test/acc"],
-        "train_time_s": metrics["train_time_s"],
-        "command_wall_s": round(total, 1),
-        "epochs": metrics["epochs"],
-    }
+from recipelab.benchmark.plain import steady_rates
+from recipelab.benchmark.runs import compose_cfg, import_seconds, template_run, time_to_accuracy
 
 
 def main(argv=None) -> dict:
@@ -227,14 +43,14 @@ def main(argv=None) -> dict:
 
     cfg = compose_cfg(args.overrides)
     batch = cfg.data.batch_size
-    per_epoch = -(-(cfg.data.train_size or 60_000 - cfg.data.val_size) // batch)
+    per_epoch = -(-(cfg.data.train_size or cfg.data.train_count - cfg.data.val_size) // batch)
     # the template's run: one epoch, or as many steps as asked
     epochs = max(1, -(-args.steps // per_epoch))
     overrides = [
         *args.overrides,
         f"trainer.max_epochs={epochs}",
-        f"+trainer.limit_train_batches={min(args.steps, per_epoch)}",
-        "+trainer.limit_val_batches=1",
+        f"trainer.limit_train_batches={min(args.steps, per_epoch)}",
+        "trainer.limit_val_batches=1",
     ]
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

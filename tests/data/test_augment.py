@@ -5,10 +5,11 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.transforms.v2 import functional as TF
 
-from recipelab.data import FashionMNISTDataModule, build_augmentation, prepare_batch
+from recipelab.data import build_augmentation
 from recipelab.data.augment import OPS, ColorJitter, Crop, Erasing, Flip, Rotation, Scale, affine
 from recipelab.data.preview import augmentation_grid
 from recipelab.errors import UserError
+from tests.conftest import fashion_dm, standardize
 
 
 def _batch(n=64):
@@ -45,7 +46,7 @@ def test_crop_is_a_per_sample_shift_of_the_padded_image():
 
 def test_augmentation_touches_training_batches_only():
     aug = build_augmentation([{"op": "flip", "p": 1.0}])
-    dm = FashionMNISTDataModule(augmentation=aug)
+    dm = fashion_dm(augmentation=aug)
     images, labels = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), torch.arange(8)
 
     class _Trainer:
@@ -55,12 +56,14 @@ def test_augmentation_touches_training_batches_only():
     x_eval, y_eval = dm.on_after_batch_transfer((images, labels), 0)
     _Trainer.training = True
     x_train, y_train = dm.on_after_batch_transfer((images, labels), 0)
-    assert torch.equal(x_eval, prepare_batch(images)) and torch.equal(y_eval, labels)
-    assert torch.allclose(x_train, prepare_batch(images).flip(-1)) and torch.equal(y_train, labels)
+    assert torch.equal(x_eval, standardize(images)) and torch.equal(y_eval, labels)
+    assert torch.allclose(x_train, standardize(images).flip(-1)) and torch.equal(y_train, labels)
 
 
-def test_prepare_batch_standardizes_the_training_set(fashion_train):
-    x = prepare_batch(fashion_train[0][:20000])
+def test_the_datamodule_standardizes_the_training_set(fashion_train):
+    dm = fashion_dm()
+    dm.setup()
+    x = dm.prepare(fashion_train[0][:20000])
     assert abs(x.mean().item()) < 0.02 and abs(x.std().item() - 1) < 0.02
 
 
@@ -150,7 +153,7 @@ def test_erasing_blacks_out_one_rectangle_per_sample():
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_changes_training_batches_only(option):
     aug = build_augmentation(_ops(option), seed=0)
-    dm = FashionMNISTDataModule(augmentation=aug)
+    dm = fashion_dm(augmentation=aug)
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randint(1, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(64)
 
@@ -160,10 +163,10 @@ def test_every_option_changes_training_batches_only(option):
     dm.trainer = _Trainer()
     x_train, y_train = dm.on_after_batch_transfer((images, labels), 0)
     assert x_train.shape == images.shape and x_train.dtype == torch.float32 and torch.equal(y_train, labels)
-    assert torch.equal(x_train, prepare_batch(images)) == (option == "none")
+    assert torch.equal(x_train, standardize(images)) == (option == "none")
     _Trainer.training = False  # validation, test, predict
     x_eval, y_eval = dm.on_after_batch_transfer((images, labels), 0)
-    assert torch.equal(x_eval, prepare_batch(images)) and torch.equal(y_eval, labels)
+    assert torch.equal(x_eval, standardize(images)) and torch.equal(y_eval, labels)
 
 
 def test_same_seed_same_augmentation_and_state_round_trips():
@@ -208,7 +211,7 @@ def test_preview_grid_pairs_originals_with_augmented_and_moves_no_draw():
 
 
 def test_run_saves_the_preview_beside_its_checkpoints_and_logs_it(one_epoch_run):
-    from recipelab.wandb_file import read_run, run_files
+    from recipelab.run.wandb_file import read_run, run_files
 
     png = one_epoch_run.run_dir / "augmentation.png"
     assert png.is_file() and (one_epoch_run.run_dir / "checkpoints").is_dir()

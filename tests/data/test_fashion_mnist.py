@@ -3,9 +3,11 @@ from collections import Counter
 import pytest
 import torch
 
-from recipelab.data import FashionMNISTDataModule, TensorBatchLoader, load_fashion_mnist
+from recipelab.data import TensorBatchLoader
 from recipelab.data import fashion_mnist as fm
+from recipelab.data.fashion_mnist import load_fashion_mnist
 from recipelab.errors import UserError
+from tests.conftest import fashion_dm
 
 
 def _rows(images: torch.Tensor) -> Counter:
@@ -13,7 +15,7 @@ def _rows(images: torch.Tensor) -> Counter:
 
 
 def test_real_fashion_mnist_splits(fashion_train):
-    dm = FashionMNISTDataModule(val_size=5000)
+    dm = fashion_dm(val_size=5000)
     dm.setup()
     (xt, yt), (xv, yv), (xs, ys) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
     assert (
@@ -32,8 +34,8 @@ def test_real_fashion_mnist_splits(fashion_train):
 
 
 def test_split_is_fixed_by_its_own_seed():
-    a, b = FashionMNISTDataModule(shuffle_seed=1), FashionMNISTDataModule(shuffle_seed=2)
-    c = FashionMNISTDataModule(split_seed=7)
+    a, b = fashion_dm(shuffle_seed=1), fashion_dm(shuffle_seed=2)
+    c = fashion_dm(split_seed=7)
     for dm in (a, b, c):
         dm.setup()
     assert torch.equal(a.splits["val"][0], b.splits["val"][0])
@@ -41,7 +43,7 @@ def test_split_is_fixed_by_its_own_seed():
 
 
 def test_train_size_limits_training_set_only():
-    dm = FashionMNISTDataModule(train_size=2000, batch_size=128)
+    dm = fashion_dm(train_size=2000, batch_size=128)
     dm.setup()
     assert dm.num_train == 2000 and len(dm.splits["val"][1]) == 5000
     assert len(dm.train_dataloader()) == 16  # ceil(2000 / 128)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch import nn
 
 from recipelab.errors import UserError
@@ -94,7 +95,7 @@ def test_options_are_the_documented_set():
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_builds_and_trains_a_step(option):
     cfg = _compose(f"normalization={option}")
-    spec = NormSpec(**cfg.normalization)
+    spec = instantiate(cfg.normalization)
     model = ConvNet(widths=(8, 16), depth=1, norm=spec)
     conv, *rest = model.features[1][0]  # the block 8 → 16 channels
     norm = next(m for m in rest if not isinstance(m, nn.ReLU))

@@ -11,8 +11,8 @@ import yaml
 from hydra.utils import instantiate
 from torch import nn
 
+from recipelab.build import build_datamodule, build_module, build_param_groups
 from recipelab.data import TensorBatchLoader
-from recipelab.train import build_datamodule, build_module, build_param_groups
 from recipelab.training import RecipeModule
 from tests.conftest import train_cli
 from tests.training.composed import compose_train

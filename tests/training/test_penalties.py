@@ -149,7 +149,7 @@ def test_dropconnect_drops_single_weights_and_rescales_the_rest():
         ({"l1": -1e-5}, "regularization.l1=-1e-05: must be >= 0"),
         ({"l2": -0.1}, "regularization.l2=-0.1"),
         ({"max_norm": 0.0}, "regularization.max_norm=0.0"),
-        ({"dropout": 1.0}, r"regularization.dropout=1.0: a probability in \[0, 1\)"),
+        ({"dropout": 1.0}, r"regularization.dropout=1.0: must be a probability in \[0, 1\)"),
         ({"dropconnect": -0.1}, "regularization.dropconnect=-0.1"),
         ({"label_smoothing": 1.5}, "regularization.label_smoothing=1.5"),
     ],

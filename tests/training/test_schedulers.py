@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from recipelab.build import build_module, build_param_groups
 from recipelab.data import TensorBatchLoader
-from recipelab.train import build_module, build_param_groups
 from recipelab.training import RecipeModule
 from tests.training.composed import compose_train
 

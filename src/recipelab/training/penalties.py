@@ -44,7 +44,7 @@ class Regularizer:
             raise UserError(f"regularization.max_norm={self.max_norm}: must be > 0, or null for none")
         for key in ("dropout", "dropconnect", "label_smoothing"):
             if not 0 <= getattr(self, key) < 1:
-                raise UserError(f"regularization.{key}={getattr(self, key)}: a probability in [0, 1)")
+                raise UserError(f"regularization.{key}={getattr(self, key)}: must be a probability in [0, 1)")
 
     @property
     def has_penalty(self) -> bool:

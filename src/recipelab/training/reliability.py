@@ -10,13 +10,7 @@ import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, step: int, epoch: int, lr: float, loss: float):
-        self.step, self.epoch, self.lr, self.loss = step, epoch, lr, loss
-        super().__init__(f"training diverged at step {step} (epoch {epoch}) with lr={lr:.6g}: loss is {loss}")
+from recipelab.errors import Diverged
 
 
 class StopOnDivergence(L.Callback):

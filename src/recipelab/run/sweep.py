@@ -21,16 +21,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from recipelab import distributed, tracking
-from recipelab.errors import UserError
-from recipelab.training.reliability import Diverged
+from recipelab.errors import Diverged, UserError
+from recipelab.run import distributed, resume, tracking
 
 FINISHED = ("completed", "diverged")  # a re-run keeps these: diverging again would teach nothing new
 STATUSES = ("completed", "failed", "diverged")
 
 
 def read_record(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics.json"
+    path = Path(run_dir) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -51,7 +50,7 @@ def run_job(cfg: DictConfig, train) -> dict:
     if previous and previous["status"] in FINISHED and previous.get("overrides") == tracking.task_overrides():
         print(f"job {out.name}: {previous['status']} in an earlier run of this sweep, skipped", flush=True)
         return previous
-    last = out / "checkpoints" / "last.ckpt"
+    last = out / resume.LAST
     if cfg.ckpt_path is None and last.is_file():
         print(f"job {out.name}: resuming from {last}", flush=True)
         cfg.ckpt_path = str(last)

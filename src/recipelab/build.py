@@ -1,0 +1,175 @@
+"""The composition root: a composed config in, built parts out. The only place that instantiates a run.
+
+Every entry that trains (train, lr_find, bench) calls ``build_run``; the results layer rebuilds a
+checkpoint's network with ``build_model`` (after checking its stored config); validation asks
+``check_parts`` to build the option objects that check their own values.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from recipelab.data import InMemoryDataModule, build_augmentation
+from recipelab.errors import UserError
+from recipelab.models import NormSpec
+from recipelab.run import distributed, resume, tracking
+from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
+from recipelab.training.optim import describe_param_groups, scaled_lr
+
+SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """What ``build_run`` assembles for one training run."""
+
+    datamodule: InMemoryDataModule
+    module: RecipeModule
+    trainer: L.Trainer
+    callbacks: list
+
+
+def _checked(node: DictConfig):
+    """``instantiate(node)`` for objects that check their own values: their UserError comes out as it is
+    (Hydra wraps whatever a constructor raises in an InstantiationException)."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_norm(cfg: DictConfig) -> NormSpec:
+    return _checked(cfg.normalization)
+
+
+def build_regularizer(cfg: DictConfig) -> Regularizer:
+    return _checked(cfg.regularization)
+
+
+def build_param_groups(cfg: DictConfig, batch_size: int | None = None):
+    """The param-group builder the module calls on its model; lr scaled for the effective batch size."""
+    pg = cfg.param_groups
+    lr = cfg.optimizer.lr
+    if batch_size is not None:
+        effective = batch_size * cfg.trainer.get("accumulate_grad_batches", 1)
+        lr = scaled_lr(lr, effective, pg.lr_scaling, pg.base_batch_size)
+    return partial(
+        param_groups_weight_decay,
+        no_decay_norm_and_bias=pg.no_decay_norm_and_bias,
+        rules=OmegaConf.to_container(pg.rules),
+        lr=lr,
+        weight_decay=cfg.optimizer.get("weight_decay"),
+    )
+
+
+def build_model(cfg: DictConfig, regularizer: Regularizer | None = None) -> torch.nn.Module:
+    """The network of ``cfg.model`` with the chosen normalization, dropout and DropConnect."""
+    regularizer = regularizer or build_regularizer(cfg)
+    # Built objects go to the partial, not to instantiate, which would turn a dataclass into a config node.
+    return instantiate(cfg.model, _partial_=True)(
+        norm=build_norm(cfg), dropout=regularizer.dropout, dropconnect=regularizer.dropconnect
+    )
+
+
+def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule:
+    """``batch_size``: the resolved training batch size (``full`` → N), for the lr scaling rule."""
+    regularizer = build_regularizer(cfg)
+    model = build_model(cfg, regularizer)
+    scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
+    optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
+    # built once here so that a bad rule or option fails before any work; the module builds its own
+    log.info(describe_param_groups(optimizer(param_groups(model))))
+    if cfg.compile:  # in place: parameter names (and so checkpoints) stay those of the plain model
+        model.compile()
+    return RecipeModule(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_options={
+            k: cfg.scheduler[k] for k in SCHEDULER_OPTIONS if cfg.scheduler.get(k) is not None
+        },
+        param_groups=param_groups,
+        regularizer=regularizer,
+        tta_flip=cfg.tta_flip,
+        channels_last=cfg.channels_last,
+        num_classes=cfg.data.num_classes,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_datamodule(cfg: DictConfig, augment: bool = True) -> InMemoryDataModule:
+    """The DataModule of ``cfg.data``; ``augment=False`` leaves the training batches as they are."""
+    augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed) if augment else None
+    datamodule = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed, augmentation=augmentation)
+    if cfg.data.batch_size == "full":  # batch gradient descent: one batch of all N training samples
+        datamodule.setup("fit")
+        datamodule.batch_size = datamodule.num_train
+    return datamodule
+
+
+def build_callbacks(cfg: DictConfig, logging: bool = True) -> list:
+    """``logging``: whether the run has a logger (Lightning refuses a LearningRateMonitor without one)."""
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback without a bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not logging:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for conf in cfg.logger.values():
+        if conf is None:
+            continue
+        if conf._target_.endswith("WandbLogger"):
+            tracking.settle_wandb_mode()
+            identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
+            identity.update(resume.wandb_resume(Path(cfg.paths.output_dir)))
+            config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
+            loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
+        else:
+            loggers.append(instantiate(conf))
+    return loggers
+
+
+def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
+    """Seed, then data, module, loggers, callbacks and trainer of one run. ``trainer_overrides`` replace
+    Trainer arguments (the lr finder runs without loggers or checkpoints)."""
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.batch_size)
+    loggers = build_loggers(cfg) if "logger" not in trainer_overrides else []
+    callbacks = build_callbacks(cfg, logging=bool(loggers)) if "callbacks" not in trainer_overrides else []
+    trainer = instantiate(
+        cfg.trainer, **{"callbacks": callbacks, "logger": loggers or False, **trainer_overrides}
+    )
+    datamodule.batch_size = distributed.per_process_batch(datamodule.batch_size, trainer.world_size)
+    return Run(datamodule, module, trainer, callbacks)
+
+
+def check_parts(cfg: DictConfig) -> None:
+    """Build the objects that check their own values (normalization, regularization, augmentation), ask
+    the model whether it can honour them, and check the batch size against the training set."""
+    norm, regularizer = build_norm(cfg), build_regularizer(cfg)
+    build_augmentation(OmegaConf.to_container(cfg.augmentation.ops))
+    reason = getattr(get_class(cfg.model._target_), "refuse", lambda *a: None)(
+        norm, regularizer.dropout, regularizer.dropconnect
+    )  # TEMP
+    if reason:
+        option = OmegaConf.select(cfg, "hydra.runtime.choices.model", default=cfg.model._target_)
+        raise UserError(f"model={option}: {reason}")
+    InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))

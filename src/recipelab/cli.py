@@ -1,0 +1,52 @@
+"""What every entry shares: where the configs live, and one error boundary.
+
+An entry is thin: it parses its arguments, calls one function and exits through ``error_boundary``,
+which turns the errors that mean "this run ended for a known reason" into one line and an exit code
+(the table in the README's "How a run ends"): bad input 2, divergence 3, Ctrl-C 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from recipelab.errors import Diverged, UserError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+EXIT_CODES = {UserError: 2, Diverged: 3}
+
+
+def error_boundary(fn):
+    """``fn`` with its known errors turned into ``error: <one line>`` on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, Diverged) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_CODES[Diverged] if isinstance(err, Diverged) else EXIT_CODES[UserError])
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def hydra_entry(task, config_name: str, preflight: bool = True):
+    """The command-line function of a Hydra entry: ``task(cfg)`` inside ``hydra.main``, behind the error
+    boundary, and (``preflight``) the command line checked before Hydra makes a run folder."""
+    import hydra
+
+    main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(error_boundary(task))
+
+    @error_boundary
+    def run() -> None:
+        if preflight:
+            from recipelab.run.validate import preflight as check
+
+            sys.argv = check(sys.argv, CONF_DIR, config_name)
+        main()
+
+    return run

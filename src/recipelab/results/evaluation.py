@@ -1,0 +1,60 @@
+"""One checkpoint tested again, rebuilt from its own (checked) config: ``python -m recipelab.evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from recipelab.errors import UserError
+from recipelab.results.checkpoint import load_member, member_data
+from recipelab.results.runs import best_checkpoint, group_of, is_run_dir, run_dir_of
+from recipelab.results.scores import device_of, scores, split_probs
+from recipelab.results.wandb_run import log_result
+from recipelab.run.tracking import write_json
+
+SPLITS = ("test", "val")
+
+
+def checkpoint_of(ckpt_path) -> Path:
+    """A checkpoint file as given, or the checkpoint a run folder tested (its best, else last.ckpt)."""
+    path = Path(str(ckpt_path))
+    if path.is_dir():
+        if not is_run_dir(path):
+            raise UserError(f"ckpt_path={path}: a folder without checkpoints/ (give a run folder or a file)")
+        return best_checkpoint(path)
+    return path
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Test accuracy, NLL, ECE and Brier score of one checkpoint; writes evaluate.json beside its run."""
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r}: choose {' or '.join(SPLITS)}")
+    path = checkpoint_of(cfg.ckpt_path)
+    member = load_member(path)
+    datamodule = member_data(member.config)
+    flip = member.config.get("tta_flip", False) if cfg.tta_flip is None else cfg.tta_flip
+    device = device_of(cfg.device)
+    probs, labels = split_probs(
+        [member.model.to(device)], [flip], datamodule, cfg.split, cfg.batch_size, device
+    )
+    out = run_dir_of(path) or path.parent
+    result = {
+        "checkpoint": str(path),
+        "split": cfg.split,
+        "tta_flip": flip,
+        "metrics": {f"{cfg.split}/{k}": v for k, v in scores(probs[0], labels).items()},
+        "group": group_of(path, default="evaluate"),
+        "out_dir": str(out),
+    }
+    write_json(out / "evaluate.json", result)
+    if cfg.log_wandb:
+        log_result(
+            "evaluate",
+            result["group"],
+            out,
+            {"checkpoint": str(path), "split": cfg.split},
+            {},
+            result["metrics"],
+        )
+    return result

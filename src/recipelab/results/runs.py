@@ -1,0 +1,69 @@
+"""A run folder as the results layer reads it: its record, overrides, checkpoints and history."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from recipelab.run.resume import LAST
+from recipelab.run.wandb_file import read_run, run_files
+
+RECORD = "metrics.json"
+
+
+def read_record(run_dir) -> dict | None:
+    """The run's ``metrics.json``, or None where the run never wrote one."""
+    path = Path(run_dir) / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_overrides(run_dir) -> dict[str, str]:
+    """The run's command-line overrides (``.hydra/overrides.yaml``) as key → value."""
+    overrides = yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or []
+    return dict(o.split("=", 1) for o in overrides)
+
+
+def job_dirs(sweep_dir) -> list[Path]:
+    """A sweep's job folders (each holds Hydra's ``.hydra/``), in job order."""
+    dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
+    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name))
+
+
+def is_run_dir(folder) -> bool:
+    return (Path(folder) / "checkpoints").is_dir()
+
+
+def best_checkpoint(run_dir) -> Path:
+    """The checkpoint a run tested (its best, or SWA's), else its last."""
+    best = (read_record(run_dir) or {}).get("best_checkpoint")
+    return Path(best) if best else Path(run_dir) / LAST
+
+
+def run_dir_of(checkpoint) -> Path | None:
+    """The run folder a checkpoint lies in (``checkpoints/`` or ``checkpoints/members/`` below it)."""
+    for folder in Path(checkpoint).resolve().parents[:3]:
+        if (folder / RECORD).is_file() or (folder / ".hydra").is_dir():
+            return folder
+    return None
+
+
+def group_of(checkpoint, default: str = "ensemble") -> str:
+    """The W&B group of the run a checkpoint came from (recorded in its metrics.json)."""
+    folder = run_dir_of(checkpoint)
+    return (read_record(folder) or {}).get("group", default) if folder else default
+
+
+def read_history(run_dir) -> list[dict]:
+    """The rows holding val/acc, from the run's offline W&B run, else its CSV log."""
+    runs = run_files(run_dir)
+    if runs:
+        return [h for h in read_run(runs[-1]).history if "val/acc" in h and "epoch" in h]
+    logs = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if logs:
+        with logs[-1].open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
+        return [{"epoch": int(r["epoch"]), "val/acc": float(r["val/acc"])} for r in rows]
+    return []

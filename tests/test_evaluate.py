@@ -1,0 +1,42 @@
+"""python -m recipelab.evaluate: one checkpoint tested again, rebuilt from its own stored config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from recipelab.run.wandb_file import read_run, run_files
+from tests.conftest import ROOT
+
+
+def evaluate_cli(*overrides):
+    cmd = [sys.executable, "-m", "recipelab.evaluate", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_equals_the_test_of_training(one_epoch_run):
+    run_dir = one_epoch_run.run_dir
+    before = len(run_files(run_dir))
+    proc = evaluate_cli(f"ckpt_path={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = one_epoch_run.metrics()
+    result = json.loads((run_dir / "evaluate.json").read_text())
+    assert result["checkpoint"] == trained["best_checkpoint"]  # a run folder: the checkpoint it tested
+    for key, tolerance in (("test/acc", 1e-3), ("test/nll", 5e-3), ("test/ece", 5e-3)):
+        assert result["metrics"][key] == pytest.approx(trained["metrics"][key], abs=tolerance), key
+    assert f"test/acc: {result['metrics']['test/acc']:.4f}" in proc.stdout
+    # its own W&B run, job_type=evaluate, in the run's group
+    (new,) = run_files(run_dir)[before:] if len(run_files(run_dir)) > before else [None]
+    assert new is not None
+    logged = read_run(new)
+    assert logged.job_type == "evaluate" and logged.group == trained["group"]
+    assert logged.summary["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+
+
+def test_evaluate_a_missing_checkpoint_is_one_line(tmp_path):
+    proc = evaluate_cli(f"ckpt_path={tmp_path / 'nothing.ckpt'}", "log_wandb=false")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: checkpoint {tmp_path / 'nothing.ckpt'}: no such file"
+    ]
