@@ -37,3 +37,31 @@ class FirstStepGradients(L.Callback):
         if trainer.global_step == 0 and trainer.global_rank == 0:
             grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters()}
             torch.save({"weights": self.weights, "grads": grads, "local_batch": self.local_batch}, self.path)
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process ``signal`` (a name: SIGINT, SIGTERM) as the given optimizer step begins, as a
+    scheduler or a user at the keyboard would; with ``at_seed``, only in the run whose seed it is."""
+
+    def __init__(self, step: int, signal: str, run_seed: int | None = None, at_seed: int | None = None):
+        import signal as signals
+
+        self.step, self.signum = step, getattr(signals, signal)
+        self.active = at_seed is None or run_seed == at_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+
+        if self.active and trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class RaiseAtSeed(L.Callback):
+    """A bug in the run whose seed is ``at_seed``: an exception at its first step."""
+
+    def __init__(self, run_seed: int, at_seed: int):
+        self.fail = run_seed == at_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.fail:
+            raise RuntimeError("a bug in this job")

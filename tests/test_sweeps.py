@@ -16,7 +16,7 @@ from recipelab.cli import CONF_DIR
 from recipelab.run.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
-SMALL = ["data.train_size=300", "data.val_size=300", "+trainer.limit_test_batches=2"]
+SMALL = ["data.train_size=300", "data.val_size=300", "trainer.limit_test_batches=2"]
 # three seeds; seed 3's weights turn NaN before its first step
 DIVERGING = [
     "-m",
@@ -171,3 +171,52 @@ def test_joblib_runs_jobs_in_parallel_with_a_thread_budget_each(tmp_path):
     assert [run.metrics(d)["status"] for d in run.run_dirs] == ["completed", "completed"]
     budget = max((os.cpu_count() or 1) // 2, 1)
     assert f"job 0: {budget} threads" in run.proc.stdout + run.proc.stderr
+
+
+def test_rerun_with_other_overrides_neither_resumes_nor_overwrites_a_job(diverging_sweep, tmp_path):
+    sweep = shutil.copytree(diverging_sweep.run_dirs[0].parent, tmp_path / "sweep")
+    kept = {p: p.read_bytes() for p in (sweep / "1").rglob("*") if p.is_file()}
+    other = [o if o != "seed=1,2,3" else "seed=1,5" for o in DIVERGING]  # job 1 asks seed 5, holds seed 2
+    run = train_cli(diverging_sweep.log_dir, *other, f"hydra.sweep.dir={sweep}")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    (line,) = [x for x in run.proc.stderr.splitlines() if x.startswith("error: job 1:")]
+    assert "seed=2" in line and "seed=5" in line and "neither resumed nor overwritten" in line
+    now = {p: p.read_bytes() for p in (sweep / "1").rglob("*") if p.is_file()}
+    assert now == kept  # every file of the other recipe's job as it was (its .hydra/ put back)
+    assert "job 0: completed in an earlier run of this sweep, skipped" in run.proc.stdout
+    assert "3 jobs, 1 completed, 0 failed, 1 diverged, 1 refused" in run.proc.stdout
+    summary = json.loads((sweep / "sweep.json").read_text())
+    assert summary["jobs"]["1"] == "refused" and summary["refused"] == 1
+    assert not list(sweep.glob("*/.hydra-previous"))
+
+
+def test_a_job_that_raises_is_failed_and_the_sweep_goes_on(tmp_path):
+    bug = [
+        "+callbacks.bug._target_=tests.helpers.RaiseAtSeed",
+        "+callbacks.bug.run_seed=${seed}",
+        "+callbacks.bug.at_seed=1",
+    ]
+    run = train_cli(tmp_path, "-m", *SMALL, "seed=1,2", *bug, "logger=csv")
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    assert [run.metrics(d)["status"] for d in run.run_dirs] == ["failed", "completed"]
+    assert "RuntimeError: a bug in this job" in run.proc.stderr
+    assert "2 jobs, 1 completed, 1 failed, 0 diverged" in run.proc.stdout
+
+
+def test_sigint_stops_the_sweep_and_a_rerun_resumes_the_job(tmp_path):
+    stop = [
+        "+callbacks.sig._target_=tests.helpers.SignalAtStep",
+        "+callbacks.sig.step=1",
+        "+callbacks.sig.signal=SIGINT",
+        "+callbacks.sig.run_seed=${seed}",
+        "+callbacks.sig.at_seed=1",
+    ]
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SMALL, "data.batch_size=100", "seed=1,2", *stop, "logger=csv", f"hydra.sweep.dir={sweep}"]
+    run = train_cli(tmp_path, *args)
+    assert run.proc.returncode == 130
+    assert run.metrics(sweep / "0")["status"] == "interrupted" and not (sweep / "1").exists()
+    again = train_cli(tmp_path, *args)  # the same command: its step 1 lies behind the resumed job
+    assert again.proc.returncode == 0, again.proc.stderr[-3000:]
+    assert "job 0: resuming from" in again.proc.stdout
+    assert [again.metrics(sweep / d)["status"] for d in ("0", "1")] == ["completed", "completed"]

@@ -25,6 +25,7 @@ from recipelab.models import NormSpec
 from recipelab.run import distributed, resume, tracking
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 from recipelab.training.optim import describe_param_groups, scaled_lr
+from recipelab.training.reliability import GracefulStop, ValidationHistory
 
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
 log = logging.getLogger(__name__)
@@ -38,6 +39,15 @@ class Run:
     module: RecipeModule
     trainer: L.Trainer
     callbacks: list
+
+    @property
+    def stop(self) -> GracefulStop | None:
+        """The callback that turns SIGINT/SIGTERM into a saved step and ``Interrupted`` (if configured)."""
+        return next((c for c in self.callbacks if isinstance(c, GracefulStop)), None)
+
+    @property
+    def history(self) -> ValidationHistory | None:
+        return next((c for c in self.callbacks if isinstance(c, ValidationHistory)), None)
 
 
 def _checked(node: DictConfig):

@@ -2,7 +2,7 @@
 
 An entry is thin: it parses its arguments, calls one function and exits through ``error_boundary``,
 which turns the errors that mean "this run ended for a known reason" into one line and an exit code
-(the table in the README's "How a run ends"): bad input 2, divergence 3, Ctrl-C 130.
+(the table in the README's "How a run ends"): bad input 2, divergence 3, SIGINT 130, SIGTERM 143.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
-from recipelab.errors import Diverged, UserError
+from recipelab.errors import Diverged, Interrupted, UserError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 EXIT_CODES = {UserError: 2, Diverged: 3}
@@ -27,8 +27,11 @@ def error_boundary(fn):
         except (UserError, Diverged) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_CODES[Diverged] if isinstance(err, Diverged) else EXIT_CODES[UserError])
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+        except Interrupted as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(128 + err.signum)
+        except KeyboardInterrupt:  # outside training (which turns signals into Interrupted)
+            print("error: interrupted", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

@@ -152,6 +152,8 @@ class InMemoryDataModule(L.LightningDataModule):
         return prepare_batch(images, *self._stats, self.augmentation if augment else None)
 
     def _loader(self, split: str, batch_size: int, train: bool) -> TensorBatchLoader:
+        """Under DDP each rank takes its shard: equal shards of the epoch's permutation for training,
+        every world_size-th sample for evaluation (each sample once; the metrics sync across ranks)."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TensorBatchLoader(
@@ -160,8 +162,9 @@ class InMemoryDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=False,
             seed=self.shuffle_seed,
-            rank=rank if train else 0,
-            world_size=world if train else 1,
+            rank=rank,
+            world_size=world,
+            even=train,
         )
 
     def train_dataloader(self):

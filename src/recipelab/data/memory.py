@@ -19,16 +19,19 @@ class EpochPermutation:
     rank takes every world_size-th sample of the same permutation: disjoint shards of one global order.
     """
 
-    def __init__(self, n, shuffle=False, seed=0, rank=0, world_size=1):
+    def __init__(self, n, shuffle=False, seed=0, rank=0, world_size=1, even=True):
         self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.even = even  # equal shards (training: equal step counts) or every sample once (evaluation)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n // self.world_size if self.world_size > 1 else self.n
+        if self.world_size == 1:
+            return self.n
+        return self.n // self.world_size if self.even else len(range(self.rank, self.n, self.world_size))
 
     def indices(self) -> torch.Tensor:
         if self.shuffle:
@@ -37,7 +40,8 @@ class EpochPermutation:
         else:
             order = torch.arange(self.n)
         if self.world_size > 1:  # equal shards keep the ranks' step counts equal
-            order = order[: len(self) * self.world_size][self.rank :: self.world_size]
+            order = order[: len(self) * self.world_size] if self.even else order
+            order = order[self.rank :: self.world_size]
         return order
 
 
@@ -47,11 +51,20 @@ class TensorBatchLoader:
     batch_sampler = None  # Lightning inspects loaders as it would a DataLoader: batches come from `sampler`
 
     def __init__(
-        self, images, labels, batch_size, shuffle=False, drop_last=False, seed=0, rank=0, world_size=1
+        self,
+        images,
+        labels,
+        batch_size,
+        shuffle=False,
+        drop_last=False,
+        seed=0,
+        rank=0,
+        world_size=1,
+        even=True,
     ):
         self.images, self.labels = images, labels
         self.batch_size, self.drop_last = batch_size, drop_last
-        self.sampler = EpochPermutation(len(labels), shuffle, seed, rank, world_size)
+        self.sampler = EpochPermutation(len(labels), shuffle, seed, rank, world_size, even)
         self.position = 0  # batches of the current epoch handed out: where a checkpoint taken now resumes
         self._resume: dict | None = None
 

@@ -7,21 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recipelab.models.blocks import conv_block
 from recipelab.models.dropconnect import drop_connect
 from recipelab.models.norm import NormSpec
 
 
-def conv_block(c_in: int, c_out: int, norm: NormSpec) -> nn.Sequential:
-    # A norm right after a conv makes the conv's bias redundant (the norm's shift takes its place).
-    bias = norm.kind == "none" or norm.position == "post"
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)]
-    act = nn.ReLU(inplace=True)
-    layers += [norm(c_out), act] if norm.position == "pre" else [act, norm(c_out)]
-    return nn.Sequential(*layers)
-
-
 class ConvNet(nn.Module):
-    """``widths`` gives the channels of each stage; every stage but the last halves the resolution."""
+    """``widths`` gives the channels of each stage; every stage but the last halves the resolution.
+    ``image_size`` is accepted (the model contract) and unused: the global average pool takes any size."""
 
     def __init__(
         self,
@@ -32,6 +25,7 @@ class ConvNet(nn.Module):
         dropout: float = 0.0,
         dropconnect: float = 0.0,
         norm: NormSpec | None = None,
+        image_size: int | Sequence[int] | None = None,
     ):
         super().__init__()
         norm = norm or NormSpec()
@@ -47,6 +41,10 @@ class ConvNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         # DropConnect on the classifier's weights, where Wan et al. applied it (dropout acts on its inputs)
         self.head = drop_connect(nn.Linear(c, num_classes), dropconnect)
+
+    @classmethod
+    def refuse(cls, norm: NormSpec, dropout: float, dropconnect: float) -> str | None:
+        return None  # every norm (conv maps), dropout before the head, DropConnect on the head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)

@@ -31,8 +31,25 @@ class NormSpec:
         if self.groups < 1:
             raise UserError(f"normalization.groups={self.groups}: must be >= 1")
 
-    def __call__(self, channels: int) -> nn.Module:
-        return NORMS[self.kind](channels, self)
+    def __call__(self, channels: int, dims: int = 2) -> nn.Module:
+        """The norm for ``channels`` features: of conv maps [N, C, H, W] (``dims=2``) or of feature vectors
+        [N, C] (``dims=1``: BatchNorm1d, LayerNorm over the features, GroupNorm on [N, C])."""
+        reason = self.refusal(dims)
+        if reason:
+            raise UserError(reason)
+        return (NORMS if dims == 2 else NORMS_1D)[self.kind](channels, self)
+
+    def refusal(self, dims: int = 2) -> str | None:
+        """Why this norm cannot be made for ``dims`` (None when it can); models call it in ``refuse``."""
+        if dims not in (1, 2):
+            return f"norms exist for feature vectors (dims=1) and conv maps (dims=2), not dims={dims}"
+        if dims == 1 and self.kind not in NORMS_1D:
+            # one value per channel and sample: normalized alone it is always 0
+            return (
+                f"normalization.kind={self.kind!r} normalizes each channel over its pixels; feature "
+                "vectors have none: choose layernorm (each sample over its features) or groupnorm"
+            )
+        return None
 
 
 def _groups(channels: int, wanted: int) -> int:
@@ -48,5 +65,11 @@ NORMS = {
     "layernorm": lambda c, s: nn.GroupNorm(1, c, eps=s.eps),
     "groupnorm": lambda c, s: nn.GroupNorm(_groups(c, s.groups), c, eps=s.eps),
     "instancenorm": lambda c, s: nn.GroupNorm(c, c, eps=s.eps),
+    "none": lambda c, s: nn.Identity(),
+}
+NORMS_1D = {  # for feature vectors [N, C]
+    "batchnorm": lambda c, s: nn.BatchNorm1d(c, eps=s.eps, momentum=s.momentum),
+    "layernorm": lambda c, s: nn.LayerNorm(c, eps=s.eps),
+    "groupnorm": lambda c, s: nn.GroupNorm(_groups(c, s.groups), c, eps=s.eps),
     "none": lambda c, s: nn.Identity(),
 }

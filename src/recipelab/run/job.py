@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.build import build_run
-from recipelab.errors import Diverged
+from recipelab.errors import Diverged, Interrupted
 from recipelab.run import tracking
 
 
@@ -39,33 +40,71 @@ def train(cfg: DictConfig) -> dict:
         "overrides": tracking.task_overrides(),
     }
     print_config(cfg)
+    remove_stale_files(out)
     run = build_run(cfg)
     trainer = run.trainer
     timer = next((c for c in run.callbacks if isinstance(c, Timer)), None)
+    exit_code = 1
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+        if run.stop is not None and run.stop.signum is not None:  # a signal after the last step's check
+            raise Interrupted(run.stop.signum, trainer.global_step, trainer.current_epoch)
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
-        record["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        last_val = _metrics(trainer, "val/")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks):
             # SWA leaves the averaged weights in the model at the end: test and keep those
             best = str(out / "checkpoints" / "swa.ckpt")
             trainer.save_checkpoint(best)
+        tested_val = _validation_of(best, run, last_val)
+        record["metrics"] = {**tested_val, **{f"last_{k}": v for k, v in last_val.items()}}
         trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
-        record["metrics"].update(
-            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        )
+        record["metrics"].update(_metrics(trainer, "test/"))
         record["best_checkpoint"] = best
-        record["status"] = "completed"
+        record["status"], exit_code = "completed", 0
     except Diverged as err:
         record.update(status="diverged", diverged={"step": err.step, "lr": err.lr, "loss": str(err.loss)})
+        exit_code = 3
+        raise
+    except Interrupted as err:
+        record.update(
+            status="interrupted", interrupted={"signal": err.name, "step": err.step, "epoch": err.epoch}
+        )
+        exit_code = 128 + err.signum
         raise
     finally:
+        if run.stop is not None:
+            run.stop.restore()
         record.update(
             epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
         )
+        record["history"] = run.history.rows if run.history is not None else []
         if trainer.global_rank == 0:  # under DDP: one record per job
             tracking.write_json(out / "metrics.json", record)
-        tracking.finish_wandb(0 if record["status"] == "completed" else 1, record["status"])
+        tracking.finish_wandb(exit_code, record["status"])
     return record
+
+
+def _validation_of(checkpoint: str, run, last_val: dict) -> dict:
+    """The validation metrics of the checkpoint that is tested: its row of the validation history (the
+    same step), else a validation pass over it (SWA's averaged weights were never validated)."""
+    if not checkpoint or not last_val:
+        return last_val
+    step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    rows = run.history.rows if run.history is not None else []
+    row = next((r for r in reversed(rows) if r["step"] == step), None)
+    if row is not None:
+        return {k: v for k, v in row.items() if k.startswith("val/")}
+    run.trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False)
+    return _metrics(run.trainer, "val/")
+
+
+def _metrics(trainer, prefix: str) -> dict:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def remove_stale_files(out: Path) -> None:
+    """Temporary files a killed run left behind (a checkpoint or record written when the kill came)."""
+    for stale in [*out.glob("checkpoints/**/.*.tmp-*"), *out.glob("*.tmp")]:
+        stale.unlink(missing_ok=True)

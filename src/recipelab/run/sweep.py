@@ -4,13 +4,16 @@ A Hydra sweep re-raises the first failed job's error after its batch and never r
 sweep; here a job that fails is recorded (``metrics.json`` status ``failed``, its W&B run marked failed)
 and returns, so the other jobs run. Re-running a sweep into its folder (``hydra.sweep.dir=<folder>``)
 skips the jobs whose ``metrics.json`` says they finished with the same overrides, and resumes the others
-from their ``checkpoints/last.ckpt``.
+from their ``checkpoints/last.ckpt``. A job folder that holds another recipe (other overrides) is never
+resumed or overwritten: Hydra writes each job's ``.hydra/`` before the job starts, so the sweep keeps a
+copy of every job's ``.hydra/`` from before (``.hydra-previous/``), compares, and puts it back. An
+interrupted job (SIGINT, SIGTERM) stops the sweep; re-running it resumes that job.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
 import traceback
 from collections import Counter
@@ -19,18 +22,16 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from recipelab.errors import Diverged, UserError
+from recipelab.errors import Diverged, Interrupted, UserError
+from recipelab.results.runs import job_dirs, read_record
 from recipelab.run import distributed, resume, tracking
 
 FINISHED = ("completed", "diverged")  # a re-run keeps these: diverging again would teach nothing new
-STATUSES = ("completed", "failed", "diverged")
-
-
-def read_record(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+STATUSES = ("completed", "failed", "diverged", "interrupted", "refused")
+PREVIOUS = ".hydra-previous"  # a job's .hydra/ as it was before this run of the sweep
+REFUSED = "refused"  # <sweep>/refused/<job>.json: jobs whose folder holds another recipe
 
 
 def thread_budget() -> int | None:
@@ -43,15 +44,40 @@ def thread_budget() -> int | None:
     return max(cores // at_once, 1)
 
 
+def previous_overrides(job_dir: Path) -> list[str] | None:
+    """The overrides this job folder was made with, before this run of the sweep (None: a new folder)."""
+    saved = job_dir / PREVIOUS / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else None
+
+
+def refuse(out: Path, before: list[str], now: list[str]) -> dict:
+    """Put the folder's own .hydra/ back and note the refusal for the summary; nothing else is touched."""
+    shutil.rmtree(out / ".hydra", ignore_errors=True)
+    shutil.copytree(out / PREVIOUS, out / ".hydra")
+    note = {"status": REFUSED, "job": out.name, "holds": before, "asked": now, "metrics": {}}
+    (out.parent / REFUSED).mkdir(exist_ok=True)
+    tracking.write_json(out.parent / REFUSED / f"{out.name}.json", note)
+    print(
+        f"error: job {out.name}: its folder holds another recipe ({' '.join(before) or 'no overrides'}), "
+        f"not {' '.join(now) or 'no overrides'}: neither resumed nor overwritten (use another sweep folder)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return note
+
+
 def run_job(cfg: DictConfig, train) -> dict:
-    """``train(cfg)`` as one job of a sweep: never raises; returns the job's record."""
+    """``train(cfg)`` as one job of a sweep: never raises but for an interrupt; returns the job's record."""
     out = Path(cfg.paths.output_dir)
+    now, before = tracking.task_overrides(), previous_overrides(out)
+    if before is not None and before != now:
+        return refuse(out, before, now)
     previous = read_record(out)
-    if previous and previous["status"] in FINISHED and previous.get("overrides") == tracking.task_overrides():
+    if previous and previous["status"] in FINISHED and previous.get("overrides") == now:
         print(f"job {out.name}: {previous['status']} in an earlier run of this sweep, skipped", flush=True)
         return previous
     last = out / resume.LAST
-    if cfg.ckpt_path is None and last.is_file():
+    if cfg.ckpt_path is None and before is not None and last.is_file():
         print(f"job {out.name}: resuming from {last}", flush=True)
         cfg.ckpt_path = str(last)
     threads = thread_budget()
@@ -62,6 +88,8 @@ def run_job(cfg: DictConfig, train) -> dict:
     try:
         with distributed.job_scope():
             return train(cfg)
+    except Interrupted:
+        raise  # recorded by the job; the sweep stops here and a re-run resumes this job
     except Exception as err:  # recorded and reported; the sweep goes on with its other jobs
         if isinstance(err, UserError | Diverged):  # their message says it all
             print(f"error: {err}", file=sys.stderr)
@@ -75,15 +103,11 @@ def run_job(cfg: DictConfig, train) -> dict:
         return record
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """A sweep's job folders (each holds Hydra's ``.hydra/``), in job order."""
-    dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
-    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name))
-
-
 def summarize(sweep_dir: Path) -> dict:
-    """Each job's status (a job without a record counts as failed) and the counts, into ``sweep.json``."""
+    """Each job's status (a job without a record counts as failed; a refused job as refused) and the
+    counts, into ``sweep.json``."""
     jobs = {d.name: (read_record(d) or {}).get("status", "failed") for d in job_dirs(sweep_dir)}
+    jobs.update({p.stem: REFUSED for p in (Path(sweep_dir) / REFUSED).glob("*.json")})
     counts = Counter(jobs.values())
     summary = {"jobs": jobs, **{s: counts.get(s, 0) for s in STATUSES}}
     tracking.write_json(Path(sweep_dir) / "sweep.json", summary)
@@ -91,13 +115,20 @@ def summarize(sweep_dir: Path) -> dict:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a sweep, say how many jobs completed, failed and diverged."""
+    """Hydra callback: before a sweep, keep each existing job's .hydra/ (see ``run_job``); at its end, say
+    how many jobs completed, failed, diverged, were interrupted or refused."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        shutil.rmtree(sweep_dir / REFUSED, ignore_errors=True)
+        for job in job_dirs(sweep_dir):
+            shutil.rmtree(job / PREVIOUS, ignore_errors=True)
+            shutil.copytree(job / ".hydra", job / PREVIOUS)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        for job in job_dirs(sweep_dir):
+            shutil.rmtree(job / PREVIOUS, ignore_errors=True)
         s = summarize(sweep_dir)
-        print(
-            f"sweep {sweep_dir}: {len(s['jobs'])} jobs, {s['completed']} completed, {s['failed']} failed, "
-            f"{s['diverged']} diverged",
-            flush=True,
-        )
+        counts = ", ".join(f"{s[k]} {k}" for k in STATUSES if s[k] or k in FINISHED + ("failed",))
+        print(f"sweep {sweep_dir}: {len(s['jobs'])} jobs, {counts}", flush=True)

@@ -67,13 +67,16 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def finish_wandb(exit_code: int, status: str | None = None) -> None:
-    """End this job's W&B run (if any), so a sweep's next job opens its own; its summary gets ``status``."""
+    """End this job's W&B run (if any), so a sweep's next job opens its own; its summary gets ``status``.
+    An interrupted run is marked preempting (W&B shows it as preempted, not crashed)."""
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
             if status:
                 wandb.run.summary["status"] = status
+            if status == "interrupted":
+                wandb.run.mark_preempting()
             wandb.finish(exit_code=exit_code)
 
 

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from recipelab.errors import UserError
@@ -166,8 +167,18 @@ def check(cfg: DictConfig, overrides: list[str], config_name: str = "train") -> 
                 raise UserError(f"{key}={value}: must be {allowed}")
         if _number(value) and not math.isfinite(value):
             raise UserError(f"{key}={value}: must be a finite number")
+        if key.endswith("._target_"):
+            _check_importable(key, value)
     _check_paths(cfg)
     check_parts(cfg)
+
+
+def _check_importable(key: str, target) -> None:
+    """A ``_target_`` names something that can be imported (the job would fail on it after its folder)."""
+    try:
+        get_object(str(target))
+    except Exception as err:
+        raise UserError(f"{key}={target}: cannot be imported ({' '.join(str(err).split())[:200]})") from None
 
 
 def _check_types(cfg: DictConfig, overrides: list[str], config_name: str) -> None:
@@ -187,25 +198,22 @@ def _check_types(cfg: DictConfig, overrides: list[str], config_name: str) -> Non
         expected = _type_name(default)
         if default is None or value is None or expected == _type_name(value):
             continue
-        if value in SPECIAL_VALUES.get(key, ()):
-            continue
-        if expected == "a number" and _type_name(value) == "an integer":
+        if value in SPECIAL_VALUES.get(key, ()) or (expected == "a number" and isinstance(value, int)):
             continue
         raise UserError(f"{key}={_show(value)}: must be {expected} (the default is {_show(default)})")
 
 
+TYPE_NAMES = (
+    (bool, "true or false"),
+    (int, "an integer"),
+    (float, "a number"),
+    (ListConfig | list, "a list"),
+)
+
+
 def _type_name(v) -> str:
-    if isinstance(v, bool):
-        return "true or false"
-    if isinstance(v, int):
-        return "an integer"
-    if isinstance(v, float):
-        return "a number"
-    if isinstance(v, ListConfig | list):
-        return "a list"
-    if isinstance(v, DictConfig | dict):
-        return "a mapping"
-    return "a string"
+    mapping = "a mapping" if isinstance(v, DictConfig | dict) else "a string"
+    return next((name for kind, name in TYPE_NAMES if isinstance(v, kind)), mapping)
 
 
 def _show(v) -> str:
@@ -233,7 +241,7 @@ def _leaves(node, prefix: str = ""):
 def _check_paths(cfg: DictConfig) -> None:
     root = OmegaConf.select(cfg, "data.root")
     if root is not None and not Path(str(root)).is_dir():
-        raise UserError(f"data.root={root}: no such folder (null: Debian's package, then a download)")
+        raise UserError(f"data.root={root}: no such folder (null: the dataset's own search)")
     ckpt = cfg.get("ckpt_path")
     if ckpt == "last":
         raise UserError("ckpt_path=last: resumes a single run (not a sweep's jobs); use resume=<run folder>")

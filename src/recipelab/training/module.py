@@ -73,6 +73,8 @@ class RecipeModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
+        self._counted = False  # this batch's training metrics were updated (L-BFGS calls the step often)
+        self._fast_forward: int | None = None  # scheduler ticks to replay after a resume that rebuilt it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
@@ -88,6 +90,41 @@ class RecipeModule(L.LightningModule):
         log.info("iterations per epoch: %d batches, %d optimizer steps", batches, steps)
         for logger in self.loggers:
             logger.log_hyperparams({"iterations_per_epoch": steps, "batches_per_epoch": batches})
+        if self._fast_forward:
+            scheduler = self.lr_schedulers()
+            for _ in range(self._fast_forward):
+                scheduler.step()
+            self._fast_forward = None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Extending a run (a larger trainer.max_epochs than the checkpoint's): a schedule whose shape
+        depends on the run's length (one-cycle, cosine, ...) is rebuilt for the new length and replayed to
+        the checkpoint's step, instead of restored (a restored one-cycle would fail past its old end)."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("config", {}).get("trainer", {})
+        before, now = saved.get("max_epochs"), self.hparams["config"].get("trainer", {}).get("max_epochs")
+        if (
+            self.scheduler_factory is None
+            or before is None
+            or before == now
+            or not checkpoint.get("lr_schedulers")
+        ):
+            return
+        if self.scheduler_options.get("monitor"):  # plateau: its state is the metric's history; keep it
+            return
+        checkpoint["lr_schedulers"] = []
+        interval = self.scheduler_options.get("interval", "step")
+        ticks = checkpoint["global_step"] if interval == "step" else checkpoint["epoch"]
+        self._fast_forward = ticks // self.scheduler_options.get("frequency", 1)
+        log.info(
+            "resume: trainer.max_epochs %s -> %s: the lr schedule is rebuilt for the new length and "
+            "continues at its tick %d",
+            before,
+            now,
+            self._fast_forward,
+        )
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._counted = False
 
     def training_step(self, batch, batch_idx):
         smoothing = self.regularizer.label_smoothing if self.regularizer is not None else 0.0
@@ -95,8 +132,10 @@ class RecipeModule(L.LightningModule):
         # A `self.log` call costs ~0.7 ms on 2 CPU cores (1% of a step), so every step only adds to
         # running sums; values are logged on the steps the loggers write (log_every_n_steps) and at epoch
         # end. The learning rate is logged by the LearningRateMonitor callback on those same steps.
-        self.train_loss.update(loss.detach())
-        self.train_acc.update(logits.detach(), y)
+        if not self._counted:  # once per batch, however often the optimizer re-evaluates the loss
+            self.train_loss.update(loss.detach())
+            self.train_acc.update(logits.detach(), y)
+            self._counted = True
         if self.logs_this_step():
             self.log("train/loss_step", loss.detach(), prog_bar=True)
         if self.regularizer is not None and self.regularizer.has_penalty:  # train/loss_* stay the data loss
@@ -119,7 +158,8 @@ class RecipeModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         loss, logits, y = self.model_step(batch)
         self.val_acc(logits, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        # under DDP each rank evaluates a shard; sync_dist sums the batch-size-weighted losses exactly
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
@@ -128,8 +168,8 @@ class RecipeModule(L.LightningModule):
         loss = nll(probs, y)
         self.test_acc(probs, y)
         self.test_ece(probs, y)
-        self.log("test/loss", loss, on_epoch=True)
-        self.log("test/nll", loss, on_epoch=True)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log("test/nll", loss, on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
         self.log("test/ece", self.test_ece, on_epoch=True)
 
