@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format sync clean bench gpu-prepare ensemble lr-find report \
+.PHONY: help install train test test-all test-slow lint format sync clean bench gpu-prepare ensemble evaluate \
+	lr-find report dashboard results \
 	ablate-optimizer ablate-batch-size ablate-normalization ablate-regularization
 
 help: ## list the targets
@@ -45,12 +46,19 @@ ablate-batch-size: install ## batch sizes 1 ... full at fixed epochs, lr scaled 
 test: install ## the fast test suite (slow tests excluded)
 	$(PY) -m pytest -q $(ARGS)
 
+test-all: install ## every test, slow ones included: what CI runs (.ci/run)
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
 test-slow: install ## only the slow tests
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 ensemble: install ## evaluate an ensemble: make ensemble SOURCE=<run folder | sweep folder | glob> [ARGS=combine=vote]
 	@test -n "$(SOURCE)" || { echo "usage: make ensemble SOURCE=<run folder | sweep folder | glob>"; exit 2; }
 	$(PY) -m recipelab.ensemble "source=$(SOURCE)" $(ARGS)
+
+evaluate: install ## test one checkpoint again: make evaluate CKPT=<checkpoint file | run folder> [ARGS=split=val]
+	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=<checkpoint file | run folder>"; exit 2; }
+	$(PY) -m recipelab.evaluate "ckpt_path=$(CKPT)" $(ARGS)
 
 bench: install ## benchmark vs a plain PyTorch loop → bench.json (ARGS="--full" adds time to 0.92 accuracy)
 	$(PY) -m recipelab.bench $(ARGS)
@@ -68,7 +76,13 @@ format: install ## ruff: fix imports and format
 
 SWEEP ?= $(shell ls -dt logs/multiruns/*/*/ 2>/dev/null | head -1)
 report: install ## the ablation report of a sweep (default: the latest): make report SWEEP=logs/multiruns/<date>/<time>_<name>
-	$(PY) -m recipelab.report $(SWEEP)
+	$(PY) -m recipelab.report $(SWEEP) $(ARGS)
+
+dashboard: install ## a W&B workspace for a sweep (saved with a W&B login, else its spec as dashboard.json): make dashboard SWEEP=...
+	$(PY) -m recipelab.dashboard $(SWEEP) $(ARGS)
+
+results: install ## every run's metrics.json under a folder in one table: make results [DIR=logs]
+	$(PY) -m recipelab.results $(or $(DIR),logs) $(ARGS)
 
 sync: install ## upload every offline W&B run under logs/ (needs internet and `wandb login`)
 	@runs=$$(find logs -type d -name 'offline-run-*' 2>/dev/null); \

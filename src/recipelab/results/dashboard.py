@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import wandb
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces.workspaces import internal
 
 from recipelab.cli import CONF_DIR
+from recipelab.run import tracking  # noqa: F401  (W&B offline unless WANDB_MODE says otherwise)
 
 REPORT_TABLE = "report"  # the wandb.Table that results/report.py logs to the sweep's group
 OFFLINE_MODES = {"offline", "dryrun", "disabled"}
@@ -122,8 +124,6 @@ def logged_in() -> bool:
         from wandb.sdk import wandb_setup
         from wandb.sdk.lib import wbauth
     except ImportError:  # another wandb's internals: the public, deprecated property
-        import wandb
-
         return bool(wandb.api.api_key)
     settings = wandb_setup.singleton().settings
     try:
@@ -138,7 +138,7 @@ def publish(spec: ws.Workspace, out_dir) -> str:
     mode = os.environ.get("WANDB_MODE", "online").lower()
     if mode not in OFFLINE_MODES and logged_in():
         if not spec.entity:
-            spec.entity = __import__("wandb").Api().default_entity
+            spec.entity = wandb.Api().default_entity
         spec.save()
         return spec.url
     path = Path(out_dir) / "dashboard.json"

@@ -201,9 +201,9 @@ def min_detectable_diff(comparison: dict, alpha: float = 0.05, power: float = 0.
 
 
 def verdict(comparison: dict, adjusted_p: float, alpha: float = 0.05, higher_is_better: bool = True) -> dict:
-    """ "better"/"worse" when the (Holm-)adjusted p of the deciding test is <= alpha AND the bootstrap
-    interval excludes 0; otherwise "no difference detected". ``adjusted_p`` comes from ``holm`` over the
-    ``decisive_test`` p's of all variants."""
+    """The label: "better"/"worse" when the (Holm-)adjusted p of the deciding test is <= alpha AND the
+    bootstrap interval excludes 0; otherwise "no difference detected". ``adjusted_p`` comes from ``holm``
+    over the ``decisive_test`` p's of all variants."""
     test_used, p = decisive_test(comparison, alpha)
     low, high = comparison["ci_low"], comparison["ci_high"]
     excludes = bool(low > 0 or high < 0)  # False for NaN
