@@ -65,3 +65,17 @@ class RaiseAtSeed(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.fail:
             raise RuntimeError("a bug in this job")
+
+
+class DivergeOnRank(L.Callback):
+    """In the run whose seed is ``at_seed``, DDP rank ``rank`` alone gets NaN weights before its first
+    step: its loss is NaN while the other ranks' are finite."""
+
+    def __init__(self, rank: int, run_seed: int, at_seed: int):
+        self.rank, self.active = rank, run_seed == at_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.active and trainer.global_rank == self.rank and trainer.global_step == 0:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(math.nan)

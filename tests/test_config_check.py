@@ -32,6 +32,8 @@ BAD = [
     (["ckpt_path=/no/such/last.ckpt"], "ckpt_path=/no/such/last.ckpt"),
     (["ckpt_path=last", "name=never_ran"], "ckpt_path=last"),
     (["-m", "optimizer.lr=0.1,-1"], "optimizer.lr=-1"),  # every job of a sweep is checked
+    (["optimizer.lr=${nope}"], "optimizer.lr: does not resolve"),  # an interpolation to nothing
+    (["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_=nope.Nope: cannot be imported"),
     (["-m", "seed=1,2", "optimizer.lrr=0.1,0.2"], "optimizer.lrr"),  # a sweep over a key that does not exist
 ]
 
@@ -82,6 +84,7 @@ def test_experiment_sweeping_a_missing_key_is_refused(typo_experiment, tmp_path)
 def test_cli_exits_2_with_one_line_and_creates_nothing(tmp_path):
     logs = tmp_path / "logs"
     _assert_refused(train_cli(logs, "data.batch_size=0", "logger=wandb"), logs, "data.batch_size=0")
+    _assert_refused(train_cli(logs, "optimizer.lr=${nope}"), logs, "optimizer.lr: does not resolve")
 
 
 @pytest.mark.slow

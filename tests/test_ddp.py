@@ -30,7 +30,6 @@ def ddp_sweep(tmp_path_factory):
         f"data.train_size={TRAIN}",
         f"data.batch_size={BATCH}",
         "data.val_size=200",
-        "+trainer.limit_test_batches=1",
         "seed=1,2",
         "+callbacks.grads._target_=tests.helpers.FirstStepGradients",
         "+callbacks.grads.path=${paths.output_dir}/first_step.pt",
@@ -78,3 +77,49 @@ def test_first_step_gradient_equals_the_single_process_gradient(ddp_sweep):
     for name, p in module.named_parameters():
         error = (saved["grads"][name] - p.grad).norm() / p.grad.norm()
         assert error < 1e-3, f"{name}: relative error {error:.2e}"
+
+
+def test_sharded_evaluation_equals_one_process_evaluation(ddp_sweep, tmp_path):
+    """Each rank evaluated half of the test and validation sets; the synced metrics are those of one
+    process evaluating the whole split (recipelab.evaluate, on the same checkpoint)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    job = ddp_sweep.run_dirs[0]
+    record = ddp_sweep.metrics(job)
+    # the test's own callback is not a class of the project: evaluate refuses its stored config as it is
+    ckpt = torch.load(record["best_checkpoint"], weights_only=True)
+    del ckpt["hyper_parameters"]["config"]["callbacks"]["grads"]
+    copy = tmp_path / "best.ckpt"
+    torch.save(ckpt, copy)
+    for split in ("test", "val"):
+        args = [f"ckpt_path={copy}", f"split={split}", "log_wandb=false"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "recipelab.evaluate", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        one = json.loads((tmp_path / "evaluate.json").read_text())["metrics"]
+        assert record["metrics"][f"{split}/acc"] == pytest.approx(one[f"{split}/acc"], abs=1e-6)
+        loss = "test/nll" if split == "test" else "val/loss"
+        assert record["metrics"][loss] == pytest.approx(one[f"{split}/nll"], rel=1e-4)
+
+
+def test_a_rank_that_diverges_ends_its_job_on_every_rank(tmp_path):
+    import time
+
+    start = time.time()
+    run = train_cli(
+        tmp_path, "-m", "trainer=ddp_cpu", f"data.train_size={TRAIN}", f"data.batch_size={BATCH}",
+        "data.val_size=200", "seed=1,2", "logger=csv",
+        "+callbacks.nan._target_=tests.helpers.DivergeOnRank", "+callbacks.nan.rank=1",
+        "+callbacks.nan.run_seed=${seed}", "+callbacks.nan.at_seed=1",
+        timeout=300,
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    statuses = [run.metrics(d)["status"] for d in run.run_dirs]
+    assert statuses == ["diverged", "completed"]
+    assert run.metrics(run.run_dirs[0])["diverged"]["step"] == 0
+    assert time.time() - start < 120  # two DDP jobs; the diverged one ended at once, not after a timeout

@@ -55,7 +55,7 @@ def test_signal_mid_epoch_is_recorded_and_resumes_exactly(straight, tmp_path, na
     assert got["status"] == "completed" and got["steps"] == expected["steps"]
     assert got["metrics"] == expected["metrics"]  # bit for bit
     assert got["history"] == [
-        {**h, "time_s": g["time_s"]} for h, g in zip(expected["history"], got["history"])
+        {**h, "time_s": g["time_s"]} for h, g in zip(expected["history"], got["history"], strict=True)
     ]
 
 

@@ -101,3 +101,13 @@ def one_epoch(batch_size: int, accumulate: int) -> list[torch.Tensor]:
 def test_gradient_accumulation_equals_the_larger_batch(batch_size, accumulate):
     for got, want in zip(one_epoch(batch_size, accumulate), one_epoch(8, 1), strict=True):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("batch_size", "steps"), [("full", 1), ("1", 30)])
+def test_full_batch_and_n1_are_taken_from_the_command_line(tmp_path, batch_size, steps):
+    run = train_cli(
+        tmp_path, f"data.batch_size={batch_size}", "data.train_size=30", "data.val_size=100",
+        "trainer.max_epochs=1", "trainer=quiet", "logger=csv", quick=False,
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    assert run.metrics()["status"] == "completed" and run.metrics()["steps"] == steps

@@ -38,13 +38,14 @@ def train(cfg: DictConfig) -> dict:
         "metrics": {},
         "run_dir": str(out),
         "overrides": tracking.task_overrides(),
+        "provenance": tracking.provenance(),
     }
     print_config(cfg)
     remove_stale_files(out)
     run = build_run(cfg)
     trainer = run.trainer
     timer = next((c for c in run.callbacks if isinstance(c, Timer)), None)
-    exit_code = 1
+    exit_code = 1  # what the W&B run records: 0 completed, 128 + signal interrupted, 1 otherwise
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
         if run.stop is not None and run.stop.signum is not None:  # a signal after the last step's check
@@ -65,7 +66,6 @@ def train(cfg: DictConfig) -> dict:
         record["status"], exit_code = "completed", 0
     except Diverged as err:
         record.update(status="diverged", diverged={"step": err.step, "lr": err.lr, "loss": str(err.loss)})
-        exit_code = 3
         raise
     except Interrupted as err:
         record.update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -114,3 +115,47 @@ def settle_wandb_mode(timeout_s: float = 3.0) -> str:
     )
     os.environ["WANDB_MODE"] = "offline"
     return "offline"
+
+
+@functools.cache
+def provenance() -> dict:
+    """What produced a run: the code's git commit (and whether the tree had uncommitted changes), the
+    versions of the main packages, and the device, so results of different code or hardware stay apart."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    import torch
+
+    root = Path(__file__).resolve().parents[3]
+
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        device = f"{names[0] if names else platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
+    versions = {}
+    for package in ("torch", "lightning", "hydra-core", "recipelab"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "versions": versions,
+        "device": device,
+    }

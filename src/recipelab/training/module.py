@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -92,8 +93,10 @@ class RecipeModule(L.LightningModule):
             logger.log_hyperparams({"iterations_per_epoch": steps, "batches_per_epoch": batches})
         if self._fast_forward:
             scheduler = self.lr_schedulers()
-            for _ in range(self._fast_forward):
-                scheduler.step()
+            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self._fast_forward):
+                    scheduler.step()
             self._fast_forward = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
