@@ -11,16 +11,18 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from recipelab.data import build_augmentation, load_fashion_mnist, prepare_batch
+from recipelab.data import build_augmentation, prepare_batch
+from recipelab.data.fashion_mnist import MEAN, STD, load
 from recipelab.models import ConvNet
 
 threads, repeats = (int(a) for a in (sys.argv[1:] + ["2", "30"])[:2])
 torch.set_num_threads(threads)
-images = load_fashion_mnist("train")[0][:256]
+images = load().train_images[:256]
+stats = (torch.tensor(MEAN).view(1, 1, 1, 1), torch.tensor(STD).view(1, 1, 1, 1))
 labels = torch.randint(0, 10, (256,))
 model = ConvNet().to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-x0 = prepare_batch(images)
+x0 = prepare_batch(images, *stats)
 
 
 def step():
@@ -34,7 +36,7 @@ def step():
 
 def augmenting(ops):
     aug = build_augmentation(ops, seed=0)
-    return lambda: prepare_batch(images, aug)
+    return lambda: prepare_batch(images, *stats, aug)
 
 
 cases = {"step": step}

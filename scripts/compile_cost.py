@@ -8,14 +8,17 @@ Prints the compile time (the compiled model's first steps) and the mean step tim
 import sys
 import time
 
-from recipelab.bench import PlainLoop, compose_cfg
-from recipelab.data import load_fashion_mnist
+from recipelab.benchmark.plain import PlainLoop
+from recipelab.benchmark.runs import compose_cfg
+from recipelab.build import build_datamodule
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 60
 overrides = sys.argv[2:]
-images, labels = load_fashion_mnist("train")
+datamodule = build_datamodule(compose_cfg(overrides), augment=False)
+datamodule.setup()
+images, labels = datamodule.splits["train"]
 loops = {
-    name: PlainLoop(compose_cfg([*overrides, f"compile={flag}"]), images, labels, batch_size=256)
+    name: PlainLoop(compose_cfg([*overrides, f"compile={flag}"]), images, labels, 256, datamodule.stats)
     for name, flag in (("eager", "false"), ("compiled", "true"))
 }
 start = time.perf_counter()

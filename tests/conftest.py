@@ -86,9 +86,10 @@ def standardize(images: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def fashion_train():
-    from recipelab.data.fashion_mnist import load_fashion_mnist
+    from recipelab.data.fashion_mnist import load
 
-    return load_fashion_mnist("train")
+    data = load()
+    return data.train_images, data.train_labels
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recipelab.data.fashion_mnist import load_fashion_mnist
+from recipelab.data.fashion_mnist import load
 from recipelab.errors import UserError
 from recipelab.results.checkpoint import load_checkpoint, load_member
 from recipelab.results.ensemble import average_weights, resolve_source
@@ -35,7 +35,8 @@ def seed_sweep(tmp_path_factory):
 def member_probs(path):
     """A member's test-set probabilities, computed on its own (no ensemble code)."""
     member = load_member(path)
-    images, labels = load_fashion_mnist("test")
+    data = load()
+    images, labels = data.test_images, data.test_labels
     with torch.no_grad():
         x = standardize(images)
         probs = member.model(x).softmax(-1)
@@ -86,7 +87,7 @@ def test_weight_averaging_averages_the_weights(seed_sweep):
         assert torch.allclose(param, expected, atol=1e-7), name
     # batch-norm statistics are recomputed on the training data, not averaged
     bn = "features.0.0.1"
-    dm_train = load_fashion_mnist("train")[0][:1000]
+    dm_train = load().train_images[:1000]
     with torch.no_grad():
         first_conv = averaged.features[0][0][0](standardize(dm_train))
     running = dict(averaged.named_buffers())[f"{bn}.running_mean"]

@@ -220,3 +220,19 @@ def test_sigint_stops_the_sweep_and_a_rerun_resumes_the_job(tmp_path):
     assert again.proc.returncode == 0, again.proc.stderr[-3000:]
     assert "job 0: resuming from" in again.proc.stdout
     assert [again.metrics(sweep / d)["status"] for d in ("0", "1")] == ["completed", "completed"]
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_is_scored_by_the_mean_of_its_seeds(tmp_path):
+    run = train_cli(
+        tmp_path, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1", "seeds_per_trial=2", "seed=7",
+        *SMALL, "logger=csv",
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    (trial,) = run.run_dirs
+    record = run.metrics(trial)
+    seeds = [json.loads((trial / f"seed_{s}" / "metrics.json").read_text()) for s in (7, 8)]
+    assert record["seeds"] == [7, 8] and [s["seed"] for s in seeds] == [7, 8]
+    assert record["metrics"]["val/acc"] == pytest.approx(sum(s["metrics"]["val/acc"] for s in seeds) / 2)
+    results = yaml.safe_load((trial.parent / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(record["metrics"]["val/acc"])

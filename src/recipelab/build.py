@@ -122,7 +122,8 @@ def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule
 
 def build_datamodule(cfg: DictConfig, augment: bool = True) -> InMemoryDataModule:
     """The DataModule of ``cfg.data``; ``augment=False`` leaves the training batches as they are."""
-    augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed) if augment else None
+    ops, channels = cfg.augmentation.ops, cfg.data.in_channels
+    augmentation = build_augmentation(ops, seed=cfg.seed, channels=channels) if augment else None
     datamodule = instantiate(cfg.data, _partial_=True)(shuffle_seed=cfg.seed, augmentation=augmentation)
     if cfg.data.batch_size == "full":  # batch gradient descent: one batch of all N training samples
         datamodule.setup("fit")
@@ -175,10 +176,8 @@ def check_parts(cfg: DictConfig) -> None:
     """Build the objects that check their own values (normalization, regularization, augmentation), ask
     the model whether it can honour them, and check the batch size against the training set."""
     norm, regularizer = build_norm(cfg), build_regularizer(cfg)
-    build_augmentation(OmegaConf.to_container(cfg.augmentation.ops))
-    reason = getattr(get_class(cfg.model._target_), "refuse", lambda *a: None)(
-        norm, regularizer.dropout, regularizer.dropconnect
-    )  # TEMP
+    build_augmentation(OmegaConf.to_container(cfg.augmentation.ops), channels=cfg.data.in_channels)
+    reason = get_class(cfg.model._target_).refuse(norm, regularizer.dropout, regularizer.dropconnect)
     if reason:
         option = OmegaConf.select(cfg, "hydra.runtime.choices.model", default=cfg.model._target_)
         raise UserError(f"model={option}: {reason}")

@@ -1,30 +1,33 @@
-"""The report entry: ``python -m recipelab.report <sweep folder>`` (``make report SWEEP=...``).
+"""The report entry (``make report SWEEP=... ARGS=...``)::
 
-Writes report.md, report.csv and the plots into the sweep folder and logs a W&B run (job_type=report).
+    python -m recipelab.report [<sweep folder>] [report.baseline=optimizer=sgd]
+        [report.metrics=[test/acc,test/nll]] [report.alpha=0.05] [report.allow_mixed_code=false]
+        [report.wandb=true]
+
+Writes report.json, report.md, report.csv and the plots into the sweep folder (default: the newest sweep
+under logs/multiruns) and logs a W&B run (job_type=report).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from recipelab.cli import error_boundary
-from recipelab.errors import UserError
-from recipelab.results.report import report
+from recipelab.results.report import ReportOptions, parse_args, report
+
+__all__ = ["ReportOptions", "main", "report"]
 
 
 @error_boundary
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise UserError("usage: python -m recipelab.report <sweep folder>")
+    sweep, options = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.time()
-    rows = report(argv[0])
-    print((Path(argv[0]) / "report.md").read_text())
+    doc = report(sweep, options)
+    print((sweep / "report.md").read_text())
     print(
-        f"{len(rows)} variants; report.md, report.csv, accuracy.png, val_curves.png in {argv[0]} "
-        f"({time.time() - start:.1f} s)"
+        f"{len(doc['variants'])} variants, baseline {doc['baseline']['variant']}; report.json, report.md, "
+        f"report.csv, accuracy.png, val_curves.png, paired_diff.png in {sweep} ({time.time() - start:.1f} s)"
     )
 
 

@@ -8,18 +8,22 @@ python -m recipelab.train resume=<run folder> continue a killed run in its folde
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from omegaconf import DictConfig
 
 from recipelab.cli import hydra_entry
 from recipelab.run import sweep, tracking
 from recipelab.run.job import train
+from recipelab.run.trial import train_seeds
 
 
 def task(cfg: DictConfig) -> float:
     """Returns the metric a sweeper optimizes (``optimized_metric``, test/acc by default; NaN if none).
-    In a sweep a failed or diverged job is recorded and the sweep goes on."""
-    record = sweep.run_job(cfg, train) if tracking.is_multirun() else train(cfg)
+    In a sweep a failed or diverged job is recorded and the sweep goes on; with ``seeds_per_trial`` > 1 a
+    job trains that many seeds and returns their mean (or IQM)."""
+    job = partial(train_seeds, train=train) if cfg.get("seeds_per_trial", 1) > 1 else train
+    record = sweep.run_job(cfg, job) if tracking.is_multirun() else job(cfg)
     return record["metrics"].get(cfg.get("optimized_metric", "test/acc"), math.nan)
 
 

@@ -5,7 +5,6 @@ import torch
 
 from recipelab.data import TensorBatchLoader
 from recipelab.data import fashion_mnist as fm
-from recipelab.data.fashion_mnist import load_fashion_mnist
 from recipelab.errors import UserError
 from tests.conftest import fashion_dm
 
@@ -78,8 +77,8 @@ def test_loader_shards_are_disjoint_across_ranks():
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "nowhere")
-    with pytest.raises(UserError, match="dataset-fashion-mnist"):
-        load_fashion_mnist("train", root=tmp_path, download=False)
+    with pytest.raises(UserError, match="Fashion-MNIST not found.*dataset-fashion-mnist"):
+        fm.load(root=tmp_path, download=False)
 
 
 def test_root_with_files_is_used_first(tmp_path, monkeypatch):
@@ -91,5 +90,5 @@ def test_root_with_files_is_used_first(tmp_path, monkeypatch):
     ):
         (tmp_path / f"{name}.gz").symlink_to(fm.DEBIAN_DIR / f"{name}.gz")
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "nowhere")
-    images, labels = load_fashion_mnist("test", root=tmp_path, download=False)
-    assert images.shape == (10_000, 1, 28, 28) and len(labels) == 10_000
+    data = fm.load(root=tmp_path, download=False)
+    assert data.test_images.shape == (10_000, 1, 28, 28) and len(data.test_labels) == 10_000

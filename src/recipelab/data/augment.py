@@ -27,6 +27,9 @@ class BatchOp:
             raise UserError(f"augmentation {self.name} p={p}: a probability must lie in [0, 1]")
         self.p = p
 
+    def check_channels(self, channels: int) -> None:
+        """Refuse (UserError) an option this op cannot apply to images with ``channels`` channels."""
+
     def magnitude(self, key: str, value, high: float | None = None):
         """Check a magnitude (a number, or a [low, high] range): >= 0, and <= ``high`` where given."""
         values = (
@@ -136,27 +139,43 @@ class Scale(Warp):
         return torch.zeros_like(scale), scale
 
 
-class ColorJitter(BatchOp):
-    """Brightness then contrast factors drawn per sample from U(1 - m, 1 + m), as v2.ColorJitter does.
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """The luminance of RGB images (v2's rgb_to_grayscale); grey images as they are."""
+    return x if x.shape[1] == 1 else TF.rgb_to_grayscale(x)
 
-    The blends are v2's adjust_brightness / adjust_contrast on grayscale, with a factor per sample
-    (the kernels take one float per call): brightness scales the image, contrast blends it with its mean.
-    """
+
+class ColorJitter(BatchOp):
+    """Brightness, contrast, then (RGB only) saturation factors per sample from U(1 - m, 1 + m), as
+    v2.ColorJitter draws them (in a fixed order; v2 shuffles it), blended as v2's adjust_* kernels do
+    but with a factor per sample: brightness scales, contrast and saturation blend with the luminance."""
 
     name = "color_jitter"
 
-    def __init__(self, p: float = 0.5, brightness: float = 0.2, contrast: float = 0.2):
+    def __init__(
+        self, p: float = 0.5, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.0
+    ):
         super().__init__(p)
         self.brightness = self.magnitude("brightness", brightness, 1)
         self.contrast = self.magnitude("contrast", contrast, 1)
+        self.saturation = self.magnitude("saturation", saturation, 1)
+
+    def check_channels(self, channels: int) -> None:
+        if self.saturation and channels != 3:
+            raise UserError(
+                f"augmentation color_jitter saturation={self.saturation}: needs colour (3-channel) images, "
+                f"the data has {channels} channel(s); set it to 0"
+            )
 
     def __call__(self, x, g):
         chosen = self.chosen(x, g, as_index=True)
         b = self.uniform(x, g, 1 - self.brightness, 1 + self.brightness)[chosen, None, None, None]
         c = self.uniform(x, g, 1 - self.contrast, 1 + self.contrast)[chosen, None, None, None]
         out = (x[chosen] * b).clamp_(0, 1)
-        mean = out.mean((1, 2, 3), keepdim=True)
+        mean = grey(out).mean((1, 2, 3), keepdim=True)
         out = out.mul_(c).add_((1 - c) * mean).clamp_(0, 1)
+        if self.saturation and x.shape[1] == 3:
+            s = self.uniform(x, g, 1 - self.saturation, 1 + self.saturation)[chosen, None, None, None]
+            out = (out * s + (1 - s) * grey(out)).clamp_(0, 1)
         return x.index_copy(0, chosen, out)
 
 
@@ -213,8 +232,9 @@ class BatchAugment:
         self.generator.set_state(state["generator"])
 
 
-def build_augmentation(ops=None, seed: int = 0) -> BatchAugment | None:
-    """``ops``: a list of {op: name, **params}. None or [] means no augmentation."""
+def build_augmentation(ops=None, seed: int = 0, channels: int | None = None) -> BatchAugment | None:
+    """``ops``: a list of {op: name, **params}. None or [] means no augmentation. ``channels``: the
+    images' channels, when known: an op option they cannot take is refused."""
     built = []
     for spec in ops or []:
         spec = dict(spec)
@@ -225,4 +245,6 @@ def build_augmentation(ops=None, seed: int = 0) -> BatchAugment | None:
             built.append(OPS[name](**spec))
         except TypeError as err:  # an unknown or mistyped parameter of a known op
             raise UserError(f"augmentation.ops {name}: {err}") from None
+        if channels is not None:
+            built[-1].check_channels(channels)
     return BatchAugment(built, seed) if built else None

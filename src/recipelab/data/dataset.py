@@ -32,3 +32,12 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     published statistics)."""
     x = images.transpose(0, 1).flatten(1).double() / 255.0
     return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+
+
+def reason(err: BaseException) -> str:
+    """An exception as a short phrase for a one-line message (torchvision's C++ source locations cut)."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    text = text.rpartition(".cpp:")[2].partition(", ")[2] or text
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

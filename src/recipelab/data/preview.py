@@ -11,10 +11,11 @@ from torchvision.utils import make_grid, save_image
 
 
 def augmentation_grid(images: torch.Tensor, augmentation, per_row: int = 16) -> torch.Tensor:
-    """uint8 images [N, 1, H, W] → a [3, h, w] grid: a row of originals, then the same augmented, and so on.
+    """uint8 images [N, C, H, W] → a [3, h, w] grid: a row of originals, then the same augmented, and so on.
 
     The augmentation's random state is put back afterwards, so drawing the picture moves no training draw.
     """
+    per_row = max(min(per_row, len(images)), 1)  # a tiny training set gives a shorter row
     n = len(images) // per_row * per_row
     x = images[:n].float() / 255
     state = augmentation.state_dict()

@@ -28,7 +28,7 @@ def norm_act(channels: int, norm: NormSpec, dims: int = 2, inplace: bool = False
 
 
 def conv_block(c_in: int, c_out: int, norm: NormSpec, stride: int = 1) -> nn.Sequential:
-    """conv3x3 → norm → ReLU (or conv3x3 → ReLU → norm); indices 0, 1, 2 as ConvNet's checkpoints have them."""
+    """conv3x3 → norm → ReLU (or → ReLU → norm); indices 0, 1, 2 as ConvNet's checkpoints have them."""
     conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=needs_bias(norm))
     return nn.Sequential(conv, *norm_act(c_out, norm, inplace=True))
 

@@ -1,190 +1,225 @@
-"""The ablation report of a sweep: ``python -m recipelab.report <sweep folder>``.
+"""The ablation report of a sweep: ``python -m recipelab.report <sweep folder> [report.<key>=<value> ...]``.
 
-Reads every job's ``metrics.json``, its overrides (``.hydra/overrides.yaml``) and its logged history (the
-offline W&B run, else the CSV logger's file), and writes into the sweep folder: ``report.md`` and
-``report.csv`` (one row per variant: the swept options except the seed), ``accuracy.png`` (test accuracy
-per variant, mean ± std) and ``val_curves.png`` (mean validation accuracy per epoch, per variant), and logs
-them as a W&B run with ``job_type=report`` in the sweep's group. Jobs that failed or diverged are counted
-and marked, never averaged.
+Reads every job's ``metrics.json`` (its test metrics, validation history, cost and provenance), its
+overrides and stored config; a variant is one value of the swept options (the seed and a k-fold fold are
+repeats). Each variant is compared with the baseline over the seeds both completed (``report_compare``),
+and the sweep folder gets ``report.json``, ``report.md``, ``report.csv``, ``accuracy.png``,
+``val_curves.png``, ``paired_diff.png`` (``report_write``, ``report_plots``) and a W&B run
+(``job_type=report``) in the sweep's group. Jobs that failed, diverged or were interrupted are counted and
+marked, never averaged; a seed that one side lacks is reported as unpaired, never paired with another.
+
+Options: ``report.baseline=<override string>`` (e.g. ``optimizer=sgd``; default: the experiment's
+``report.baseline``, else the first variant), ``report.metrics=[test/acc,test/nll]`` (test/acc always),
+``report.alpha=0.05``, ``report.allow_mixed_code=false`` (pair jobs whose git commit or dirty state
+differ), ``report.wandb=true``.
 """
 
 from __future__ import annotations
 
-import csv
-import statistics
-from collections import defaultdict
-from dataclasses import dataclass, field
+import dataclasses
+import re
 from pathlib import Path
 
 from recipelab.errors import UserError
-from recipelab.results.report_plots import plot
-from recipelab.results.runs import job_dirs, read_history, read_overrides, read_record
-from recipelab.results.wandb_run import log_result
-from recipelab.run import tracking
-
-SEED_KEYS = ("seed",)
-COLUMNS = (
-    "variant",
-    "n",
-    "completed",
-    "failed",
-    "diverged",
-    "test/acc mean",
-    "test/acc std",
-    "test/loss mean",
-    "test/loss std",
-    "best epoch",
-    "wall time s",
+from recipelab.results import report_compare as rc
+from recipelab.results.report_jobs import (
+    SEED_KEYS,
+    Job,
+    load_jobs,
+    mixed_code,
+    provenance,
+    sweep_group,
+    swept_keys,
+    variants,
 )
 
-
-@dataclass
-class Job:
-    folder: Path
-    overrides: dict[str, str]
-    record: dict
-    history: list[dict] = field(default_factory=list)  # rows with an epoch and val/acc
-
-    @property
-    def status(self) -> str:
-        return self.record.get("status", "failed")  # no record: the job died before writing one
+SWEEPS = Path("logs") / "multiruns"  # where a sweep folder is looked for when none is named
 
 
-def load_jobs(sweep_dir: Path) -> list[Job]:
-    jobs = []
-    for folder in job_dirs(sweep_dir):
-        jobs.append(Job(folder, read_overrides(folder), read_record(folder) or {}, read_history(folder)))
-    if not jobs:
-        raise UserError(f"{sweep_dir}: no sweep jobs found (job folders hold .hydra/); pass a sweep folder")
-    return jobs
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    baseline: str | None = None
+    metrics: tuple[str, ...] = ("test/acc",)
+    alpha: float = 0.05
+    allow_mixed_code: bool = False
+    wandb: bool = True
 
 
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """The overrides whose value differs between jobs, the seed left out: what makes a variant."""
-    keys = sorted({k for j in jobs for k in j.overrides})
-    varying = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
-    return [k for k in varying if k not in SEED_KEYS]
+def _bool(key: str, text: str) -> bool:
+    if text.lower() in ("true", "yes", "1", "on"):
+        return True
+    if text.lower() in ("false", "no", "0", "off"):
+        return False
+    raise UserError(f"report.{key}={text}: must be true or false")
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); NaN where there are too few values."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+def _alpha(key: str, text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 < alpha < 1:
+        raise UserError(f"report.alpha={text}: must be a number between 0 and 1")
+    return alpha
 
 
-def val_curve(jobs: list[Job]) -> dict[int, float]:
-    """Mean validation accuracy per epoch over the variant's completed jobs."""
-    per_epoch = defaultdict(list)
-    for job in jobs:
-        for row in job.history:
-            per_epoch[int(row["epoch"])].append(float(row["val/acc"]))
-    return {e: statistics.fmean(v) for e, v in sorted(per_epoch.items())}
+def _metrics(key: str, text: str) -> tuple[str, ...]:
+    names = [m.strip().strip("'\"") for m in text.strip().strip("[]").split(",")]
+    return tuple(dict.fromkeys(["test/acc", *[m for m in names if m]]))
 
 
-def variant_rows(jobs: list[Job]) -> tuple[list[dict], dict[str, list[Job]]]:
-    keys = swept_keys(jobs)
-    groups: dict[str, list[Job]] = defaultdict(list)
-    for job in jobs:
-        groups[", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or "all jobs"].append(job)
+def _baseline(key: str, text: str) -> str | None:
+    return None if text.strip() in ("", "null", "none") else text.strip()
+
+
+PARSERS = {"baseline": _baseline, "metrics": _metrics, "alpha": _alpha}
+PARSERS.update(allow_mixed_code=_bool, wandb=_bool)
+
+
+def parse_args(argv: list[str]) -> tuple[Path, ReportOptions]:
+    """``[<sweep folder>] [report.<key>=<value> ...]``; without a folder, the newest sweep under
+    logs/multiruns."""
+    folders = [a for a in argv if "=" not in a]
+    if len(folders) > 1:
+        raise UserError(f"one sweep folder, got {len(folders)}: {' '.join(folders)}")
+    values = {}
+    for arg in argv:
+        key, sep, text = arg.partition("=")
+        name = key.removeprefix("report.")
+        if sep and (not key.startswith("report.") or name not in PARSERS):
+            raise UserError(f"unknown option {key}; known: {', '.join(f'report.{k}' for k in PARSERS)}")
+        if sep:
+            values[name] = PARSERS[name](name, text)
+    return (Path(folders[0]) if folders else latest_sweep()), ReportOptions(**values)
+
+
+def latest_sweep(root: Path = SWEEPS) -> Path:
+    sweeps = sorted(p.parent.parent for p in root.glob("*/*/*/.hydra"))
+    if not sweeps:
+        raise UserError(f"no sweep under {root}/; pass a sweep folder")
+    return sweeps[-1]
+
+
+def _pairs(spec) -> list[tuple[str, str]]:
+    """``optimizer=sgd optimizer.lr=0.1`` (spaces or commas between) or a mapping → (key, value) pairs."""
+    if isinstance(spec, dict):
+        return [(str(k), str(v)) for k, v in spec.items()]
+    tokens = re.split(r"[\s,]+(?=[+~]?[\w.\-/@]+=)", str(spec).strip())
+    if not all("=" in t for t in tokens):
+        raise UserError(f"report.baseline={spec}: give the baseline's options as key=value")
+    return [tuple(t.split("=", 1)) for t in tokens]
+
+
+def _same(a: str | None, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return a is not None and float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _matching(groups: dict[str, list[Job]], spec) -> str:
+    wanted = [(k.lstrip("+~"), v) for k, v in _pairs(spec)]
+    found = []
+    for name, jobs in groups.items():
+        options = {k.lstrip("+~"): v for k, v in jobs[0].overrides.items()}
+        if all(_same(options.get(k), v) for k, v in wanted):
+            found.append(name)
+    if len(found) != 1:
+        which = "; ".join(found if found else groups)
+        how = "matches no variant" if not found else f"matches {len(found)} variants"
+        raise UserError(f"report.baseline={spec}: {how} ({which})")
+    return found[0]
+
+
+def choose_baseline(groups: dict[str, list[Job]], option: str | None) -> tuple[str, str]:
+    """(baseline variant, what chose it): the option, else the experiment's ``report.baseline``."""
+    if option:
+        return _matching(groups, option), "report.baseline option"
+    for job in (j for js in groups.values() for j in js):
+        declared = (job.config.get("report") or {}).get("baseline")
+        if declared:
+            return _matching(groups, declared), "experiment config report.baseline"
+    return next(iter(groups)), "first variant"
+
+
+def build(sweep_dir: Path, options: ReportOptions) -> dict:
+    """report.json's content (nothing written)."""
+    jobs = load_jobs(sweep_dir)
+    groups, keys = variants(jobs), swept_keys(jobs)
+    baseline, chosen_by = choose_baseline(groups, options.baseline)
+    mixed = mixed_code(rc.pairs(groups, baseline))
+    if mixed and not options.allow_mixed_code:
+        raise UserError(
+            f"jobs of different code would be paired: {'; '.join(mixed[:3])}"
+            f"{f' and {len(mixed) - 3} more' if len(mixed) > 3 else ''} (git commit/dirty differ); "
+            "pass report.allow_mixed_code=true to pair them anyway"
+        )
+    metrics = list(dict.fromkeys(["test/acc", *options.metrics]))
+    known = {m for j in jobs if j.status == "completed" for m in j.record.get("metrics", {})}
+    unknown = [m for m in metrics if known and m not in known]
+    if unknown:
+        raise UserError(
+            f"report.metrics: {', '.join(unknown)} in no job's record (known: {', '.join(sorted(known))})"
+        )
+    shown = list(dict.fromkeys([*rc.SUMMARY_METRICS, *metrics]))
+    base_curve = rc.val_curve([j for j in groups[baseline] if j.status == "completed"])
+    target = base_curve[-1]["mean"] if base_curve else None
     rows = []
-    for variant, members in groups.items():
-        done = [j for j in members if j.status == "completed"]
-        acc = mean_std([j.record["metrics"]["test/acc"] for j in done])
-        loss = mean_std([j.record["metrics"]["test/loss"] for j in done])
-        curve = val_curve(done)
-        walls = [j.record["wall_time_s"] for j in done if "wall_time_s" in j.record]
-        rows.append(
-            {
-                "variant": variant,
-                "n": len(members),
-                "completed": len(done),
-                "failed": sum(j.status == "failed" for j in members),
-                "diverged": sum(j.status == "diverged" for j in members),
-                "test/acc mean": acc[0],
-                "test/acc std": acc[1],
-                "test/loss mean": loss[0],
-                "test/loss std": loss[1],
-                "best epoch": max(curve, key=curve.get) if curve else None,
-                "wall time s": statistics.fmean(walls) if walls else float("nan"),
-            }
-        )
-    return rows, groups
+    for name, members in groups.items():
+        row = rc.summarize(name, members, shown, target)
+        row["overrides"] = {k: members[0].overrides.get(k) for k in keys}
+        row["baseline"] = name == baseline
+        rows.append(row)
+    return {
+        "sweep_dir": str(sweep_dir),
+        "group": sweep_group(jobs, sweep_dir),
+        "options": dataclasses.asdict(options),
+        "swept_keys": keys,
+        "seed_keys": list(SEED_KEYS),
+        "baseline": {"variant": baseline, "chosen_by": chosen_by, "final_mean_val_acc": target},
+        "metrics": {m: {"higher_is_better": rc.higher_is_better(m), "compared": m in metrics} for m in shown},
+        "statistics": {
+            "alpha": options.alpha,
+            "level": rc.LEVEL,
+            "bootstrap": f"BCa (percentile where degenerate), {rc.BOOTSTRAP_RESAMPLES} resamples, "
+            f"seed {rc.BOOTSTRAP_SEED}",
+            "permutation": "sign flips of the paired differences, exact up to 16 seeds",
+            "t_test_assumption": rc.stats.T_ASSUMPTION,
+            "decides": "the permutation test where the seeds let its p reach alpha, else the paired t-test",
+            "multiple_comparisons": "Holm across variants, per metric",
+            "verdict": "better/worse when the Holm-adjusted p <= alpha and the bootstrap interval excludes 0",
+            "min_detectable_diff": f"normal approximation, power {rc.POWER}",
+        },
+        "provenance": {**provenance(jobs), "mixed_pairs": mixed},
+        "variants": rows,
+        "comparisons": rc.compare(groups, baseline, metrics, options.alpha),
+        "jobs": [_job(j, name) for name, js in groups.items() for j in js],
+    }
 
 
-def _pm(mean: float, std: float) -> str:
-    if mean != mean:  # NaN: no completed job
-        return "—"
-    return f"{mean:.4f} ± {std:.4f}" if std == std else f"{mean:.4f}"
+def _job(job: Job, variant: str) -> dict:
+    keys = ("train_time_s", "wall_time_s", "epochs", "steps", "provenance")
+    return {
+        "job": job.name,
+        "variant": variant,
+        "seed": job.pair_key,
+        "status": job.status,
+        "overrides": job.overrides,
+        "metrics": job.record.get("metrics", {}),
+        **{k: job.record.get(k) for k in keys},
+    }
 
 
-def write_markdown(path: Path, sweep_dir: Path, rows: list[dict], jobs: list[Job]) -> None:
-    lines = [
-        f"# Ablation report: {sweep_dir.name}",
-        "",
-        f"{len(jobs)} jobs; mean ± sample std (n − 1) over each variant's completed jobs.",
-        "",
-        "| variant | n | test/acc | test/loss | best epoch | wall time (s) | failed | diverged |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        wall = f"{r['wall time s']:.1f}" if r["wall time s"] == r["wall time s"] else "—"
-        best = "—" if r["best epoch"] is None else r["best epoch"]
-        acc, loss = _pm(r["test/acc mean"], r["test/acc std"]), _pm(r["test/loss mean"], r["test/loss std"])
-        cells = [r["variant"], r["n"], acc, loss, best, wall, r["failed"], r["diverged"]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    shown = [*swept_keys(jobs), *SEED_KEYS]
-    lines += ["", "## Jobs", "", "| job | options | status | test/acc |", "| --- | --- | --- | --- |"]
-    for j in jobs:
-        status = j.status if j.status == "completed" else f"**{j.status.upper()}**"
-        acc = j.record.get("metrics", {}).get("test/acc")
-        overrides = " ".join(f"{k}={j.overrides[k]}" for k in shown if k in j.overrides)
-        lines.append(
-            f"| {j.folder.name} | `{overrides}` | {status} | {'—' if acc is None else f'{acc:.4f}'} |"
-        )
-    lines += [
-        "",
-        "![test accuracy per variant](accuracy.png)",
-        "",
-        "![validation curves](val_curves.png)",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+def report(sweep_dir: str | Path, options: ReportOptions | None = None) -> dict:
+    """Write the report into the sweep folder (and log its W&B run); returns report.json's content."""
+    from recipelab.results.report_write import write_all
 
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def report(sweep_dir: str | Path, use_wandb: bool = True) -> list[dict]:
+    options = options or ReportOptions()
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"sweep folder {sweep_dir} does not exist")
-    jobs = load_jobs(sweep_dir)
-    rows, groups = variant_rows(jobs)
-    write_markdown(sweep_dir / "report.md", sweep_dir, rows, jobs)
-    write_csv(sweep_dir / "report.csv", rows)
-    curves = {v: val_curve([j for j in members if j.status == "completed"]) for v, members in groups.items()}
-    images = plot(sweep_dir, rows, curves)
-    if use_wandb:
-        group = next(
-            (j.record["group"] for j in jobs if "group" in j.record), tracking.sweep_group(sweep_dir)
-        )
-        log_result(
-            "report",
-            group,
-            sweep_dir,
-            {"sweep_dir": str(sweep_dir)},
-            {
-                "report": lambda wandb: wandb.Table(
-                    columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in rows]
-                ),
-                **{f"plots/{p.stem}": (lambda wandb, p=p: wandb.Image(str(p))) for p in images},
-            },
-            {},
-            name=f"report_{sweep_dir.name}",
-        )
-    return rows
+    doc = build(sweep_dir, options)
+    write_all(sweep_dir, doc, log_wandb=options.wandb)
+    return doc

@@ -48,6 +48,8 @@ def train(cfg: DictConfig) -> dict:
     exit_code = 1  # what the W&B run records: 0 completed, 128 + signal interrupted, 1 otherwise
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+        # the whole curve now: testing a checkpoint restores the callbacks' state of that checkpoint
+        record["history"] = list(run.history.rows) if run.history is not None else []
         if run.stop is not None and run.stop.signum is not None:  # a signal after the last step's check
             raise Interrupted(run.stop.signum, trainer.global_step, trainer.current_epoch)
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
@@ -79,7 +81,8 @@ def train(cfg: DictConfig) -> dict:
         record.update(
             epochs=trainer.current_epoch, steps=trainer.global_step, wall_time_s=round(time.time() - start, 2)
         )
-        record["history"] = run.history.rows if run.history is not None else []
+        if "history" not in record:  # fit did not end: the curve up to where it stopped
+            record["history"] = list(run.history.rows) if run.history is not None else []
         if trainer.global_rank == 0:  # under DDP: one record per job
             tracking.write_json(out / "metrics.json", record)
         tracking.finish_wandb(exit_code, record["status"])
@@ -92,7 +95,7 @@ def _validation_of(checkpoint: str, run, last_val: dict) -> dict:
     if not checkpoint or not last_val:
         return last_val
     step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-    rows = run.history.rows if run.history is not None else []
+    rows = run.history.rows if run.history is not None else []  # before testing restores another state
     row = next((r for r in reversed(rows) if r["step"] == step), None)
     if row is not None:
         return {k: v for k, v in row.items() if k.startswith("val/")}

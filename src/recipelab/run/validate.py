@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf, open_dict
 
 from recipelab.errors import UserError
 from recipelab.run import resume
@@ -229,9 +229,10 @@ def _leaves(node, prefix: str = ""):
             continue
         try:
             value = node[key]
+        except MissingMandatoryValue:
+            raise UserError(f"{prefix}{key}: has no value (???): set it, {prefix}{key}=<value>") from None
         except Exception as err:  # an interpolation that does not resolve, a resolver that fails
-            reason = str(err).splitlines()[0]
-            raise UserError(f"{prefix}{key}: does not resolve ({reason})") from None
+            raise UserError(f"{prefix}{key}: does not resolve ({str(err).splitlines()[0]})") from None
         if isinstance(value, DictConfig | ListConfig):
             yield from _leaves(value, f"{prefix}{key}.")
         else:
