@@ -174,11 +174,14 @@ def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
 
 def check_parts(cfg: DictConfig) -> None:
     """Build the objects that check their own values (normalization, regularization, augmentation), ask
-    the model whether it can honour them, and check the batch size against the training set."""
+    the model whether it can honour them, build it (on the meta device: no memory, no time) so that it
+    checks its own values, and check the batch size against the training set."""
     norm, regularizer = build_norm(cfg), build_regularizer(cfg)
     build_augmentation(OmegaConf.to_container(cfg.augmentation.ops), channels=cfg.data.in_channels)
     reason = get_class(cfg.model._target_).refuse(norm, regularizer.dropout, regularizer.dropconnect)
     if reason:
         option = OmegaConf.select(cfg, "hydra.runtime.choices.model", default=cfg.model._target_)
         raise UserError(f"model={option}: {reason}")
+    with torch.device("meta"):  # the model's own checks of its values (depth, width...), without memory
+        build_model(cfg, regularizer)
     InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))

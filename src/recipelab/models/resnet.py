@@ -1,8 +1,8 @@
 """Pre-activation ResNet (He et al., 2016, "Identity mappings in deep residual networks") for small images.
 
-The small-image variant: a 3×3 stride-1 stem and no max-pool, four stages of basic blocks at widths w, 2w,
-4w, 8w (strides 1, 2, 2, 2), a final norm → ReLU, global average pool, dropout and the linear head (DropConnect
-on its weights). Every norm comes from the factory, so the normalization option reaches every block.
+The small-image variant: a 3×3 stride-1 stem and no max-pool, four stages of basic blocks at widths
+w, 2w, 4w, 8w (strides 1, 2, 2, 2), a final norm → ReLU, global average pool, dropout and the linear head
+(DropConnect on its weights). Every norm comes from the factory: the normalization reaches every block.
 """
 
 from __future__ import annotations

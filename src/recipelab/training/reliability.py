@@ -88,13 +88,14 @@ class GracefulStop(L.Callback):
 
     The handlers only note the signal; the step finishes, then ``Interrupted`` is raised (and recorded by
     the run). Lightning's own handling would exit 1 on Ctrl-C and 0 on SIGTERM, with no checkpoint of the
-    steps since the last one. A second signal of the same kind ends the process at once.
+    steps since the last one. A second signal of the same kind ends the process at once. ``signals``: their
+    names (launcher=slurm adds SLURM's time-limit warning). Under DDP the ranks agree (one all-reduce a
+    step): all stop at the same step, as soon as one of them got a signal.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, dirpath: str, filename: str = "last"):
+    def __init__(self, dirpath: str, filename: str = "last", signals=("SIGINT", "SIGTERM")):
         self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.signals = tuple(signal.Signals[name] for name in signals)
         self.signum: int | None = None
         self._previous: dict = {}
 
@@ -107,7 +108,7 @@ class GracefulStop(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         # after Lightning registered its own handlers (which would turn SIGTERM into exit code 0)
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+            self._previous = {s: signal.signal(s, self._note) for s in self.signals}
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -115,9 +116,13 @@ class GracefulStop(L.Callback):
         self._previous = {}
 
     def stop_if_asked(self, trainer) -> None:
-        if self.signum is not None:
+        signum = self.signum or 0
+        if trainer.world_size > 1:  # the first signal any rank got
+            asked = torch.tensor(signum, device=trainer.strategy.root_device)
+            signum = int(trainer.strategy.reduce(asked, reduce_op="max"))
+        if signum:
             trainer.save_checkpoint(self.path)
-            raise Interrupted(self.signum, trainer.global_step, trainer.current_epoch)
+            raise Interrupted(signum, trainer.global_step, trainer.current_epoch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.stop_if_asked(trainer)
