@@ -21,9 +21,15 @@ def log_result(job_type: str, group: str, out_dir, config: dict, logs: dict, sum
     and ``wandb.Image`` values (built lazily: pass callables taking the wandb module)."""
     import wandb
 
-    tracking.settle_wandb_mode()
+    mode = tracking.settle_wandb_mode()  # passed on: wandb's process-wide settings may say otherwise
     run = wandb.init(
-        project=project(), group=group, job_type=job_type, name=name, dir=str(out_dir), config=config
+        project=project(),
+        group=group,
+        job_type=job_type,
+        name=name,
+        dir=str(out_dir),
+        config=config,
+        mode=mode,
     )
     try:
         run.log({k: v(wandb) if callable(v) else v for k, v in logs.items()})
