@@ -55,6 +55,7 @@ def train_cli(
         *[o for o in overrides if not o.startswith("-")],
     ]
     full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    full_env.pop("WANDB_SERVICE", None)  # its own W&B service, as a run started from a shell has
     proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Run(proc, log_dir)
 
@@ -90,6 +91,16 @@ def fashion_train():
 
     data = load()
     return data.train_images, data.train_labels
+
+
+@pytest.fixture(autouse=True)
+def _own_wandb_service():
+    """A W&B run made in this process puts its service's address in os.environ (WANDB_SERVICE); the
+    command lines the tests start would inherit it and share that service (a killed run's stream then
+    stays registered there). Each test starts, and leaves, without it."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 def pytest_collection_modifyitems(config, items):

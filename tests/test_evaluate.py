@@ -1,8 +1,10 @@
 """python -m recipelab.evaluate: one checkpoint tested again, rebuilt from its own stored config."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,14 +17,16 @@ def evaluate_cli(*overrides):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_evaluate_equals_the_test_of_training(one_epoch_run):
-    run_dir = one_epoch_run.run_dir
+def test_evaluate_equals_the_test_of_training(one_epoch_run, tmp_path):
+    # a copy: the evaluation's W&B run lands in the run folder, which other tests read as it was trained
+    run_dir = shutil.copytree(one_epoch_run.run_dir, tmp_path / "run")
     before = len(run_files(run_dir))
     proc = evaluate_cli(f"ckpt_path={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained = one_epoch_run.metrics()
     result = json.loads((run_dir / "evaluate.json").read_text())
-    assert result["checkpoint"] == trained["best_checkpoint"]  # a run folder: the checkpoint it tested
+    tested = run_dir / Path(trained["best_checkpoint"]).relative_to(one_epoch_run.run_dir)
+    assert result["checkpoint"] == str(tested)  # a run folder: the checkpoint it tested
     for key, tolerance in (("test/acc", 1e-3), ("test/nll", 5e-3), ("test/ece", 5e-3)):
         assert result["metrics"][key] == pytest.approx(trained["metrics"][key], abs=tolerance), key
     assert f"test/acc: {result['metrics']['test/acc']:.4f}" in proc.stdout

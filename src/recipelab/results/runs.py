@@ -37,9 +37,15 @@ def is_run_dir(folder) -> bool:
 
 
 def best_checkpoint(run_dir) -> Path:
-    """The checkpoint a run tested (its best, or SWA's), else its last."""
-    best = (read_record(run_dir) or {}).get("best_checkpoint")
-    return Path(best) if best else Path(run_dir) / LAST
+    """The checkpoint a run tested (its best, or SWA's), else its last; found in ``run_dir`` even when the
+    folder was moved or copied since (the record holds absolute paths)."""
+    record = read_record(run_dir) or {}
+    if not record.get("best_checkpoint"):
+        return Path(run_dir) / LAST
+    best, recorded = Path(record["best_checkpoint"]), record.get("run_dir")
+    if recorded and best.is_relative_to(recorded):
+        return Path(run_dir) / best.relative_to(recorded)
+    return best
 
 
 def run_dir_of(checkpoint) -> Path | None:
