@@ -38,6 +38,10 @@ class Member:
     config: DictConfig
     model: torch.nn.Module
 
+    def tta_flip(self, override: bool | None = None) -> bool:
+        """Whether its test averages each image with its mirror: ``override``, else as it was trained."""
+        return self.config.get("tta_flip", False) if override is None else override
+
 
 def load_checkpoint(path) -> dict:
     """A checkpoint's contents, loaded without running any code it may carry."""

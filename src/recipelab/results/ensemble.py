@@ -83,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
         m.model.to(device)
     datamodule = member_data(members[0].config)
     extra = [average_weights(members, device, datamodule)] if cfg.combine == "weights" else []
-    flips = [m.config.get("tta_flip", False) if cfg.tta_flip is None else cfg.tta_flip for m in members]
+    flips = [m.tta_flip(cfg.tta_flip) for m in members]
     models = [m.model for m in members] + extra
     probs, labels = split_probs(
         models, flips + flips[-1:] * len(extra), datamodule, "test", cfg.batch_size, device

@@ -33,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict:
     path = checkpoint_of(cfg.ckpt_path)
     member = load_member(path)
     datamodule = member_data(member.config)
-    flip = member.config.get("tta_flip", False) if cfg.tta_flip is None else cfg.tta_flip
+    flip = member.tta_flip(cfg.tta_flip)
     device = device_of(cfg.device)
     probs, labels = split_probs(
         [member.model.to(device)], [flip], datamodule, cfg.split, cfg.batch_size, device
