@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -191,9 +192,18 @@ def test_paired_statistics_match_an_exact_computation(tmp_path):
 
 
 def test_the_report_run_in_wandb_holds_the_tables_and_the_plots(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    import subprocess
+    import sys
+
     sweep = make_paired_sweep(tmp_path / "sweep")
-    report(sweep, ReportOptions(wandb=True))
+    # its own process, as the command runs: no W&B state left by other tests in this one
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipelab.report", str(sweep), "report.wandb=true"],
+        env={**os.environ, "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = run_files(sweep)
     run = read_run(path)
     assert run.job_type == "report" and run.group == "2025-01-01_00-00-00_ablate"
