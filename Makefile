@@ -8,7 +8,9 @@ ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-all test-slow lint format sync clean bench gpu-prepare ensemble evaluate \
 	lr-find report dashboard results \
-	ablate-optimizer ablate-batch-size ablate-normalization ablate-regularization
+	ablate-optimizer ablate-batch-size ablate-normalization ablate-regularization race ablate-speed \
+	ablate-momentum ablate-adaptive ablate-schedule ablate-bn-lr ablate-sparsity ablate-overfitting \
+	ablate-ensemble-budget
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -40,8 +42,29 @@ lr-find: install ## Lightning's lr range test on the recipe: prints the suggesti
 ablate-optimizer: install ## the eight optimizers, each at its tuned lr, 3 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_optimizer $(ARGS)
 
-ablate-batch-size: install ## batch sizes 1 ... full at fixed epochs, lr scaled by sqrt(B/256), 3 seeds (a sweep)
+ablate-batch-size: install ## claim 7: batch sizes 1, 32 ... 256, full on 2000 images, lr scaled by sqrt(B/256), 3 seeds
 	$(PY) -m recipelab.train -m experiment=ablate_batch_size $(ARGS)
+
+ablate-momentum: install ## claim 1: sgd vs momentum vs nesterov, each at its tuned lr, 6 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_momentum $(ARGS)
+
+ablate-adaptive: install ## claim 2: adagrad, rmsprop, adam, adamw vs nesterov, 6 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_adaptive $(ARGS)
+
+ablate-schedule: install ## claim 3: scheduler none vs plateau, step, cosine, onecycle, 6 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_schedule $(ARGS)
+
+ablate-bn-lr: install ## claim 4: batchnorm vs none x constant lr 0.01 ... 1.0, 3 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_bn_lr $(ARGS)
+
+ablate-sparsity: install ## claim 5: l1 vs l2 penalty (train/sparsity), 6 seeds (a sweep)
+	$(PY) -m recipelab.train -m experiment=ablate_sparsity $(ARGS)
+
+ablate-overfitting: install ## claim 6: none/dropout/dropconnect x augmentation none/standard on 10k images, 3 seeds
+	$(PY) -m recipelab.train -m experiment=ablate_overfitting $(ARGS)
+
+ablate-ensemble-budget: install ## claim 8: single vs 5-seed / snapshot ensemble vs SWA vs EMA at equal epochs [EPOCHS=20 MEMBERS=5]
+	$(if $(EPOCHS),EPOCHS=$(EPOCHS)) $(if $(MEMBERS),MEMBERS=$(MEMBERS)) PY=$(PY) bash scripts/ensemble_budget.sh $(ARGS)
 
 test: install ## the fast test suite (slow tests excluded)
 	$(PY) -m pytest -q $(ARGS)
@@ -62,6 +85,12 @@ evaluate: install ## test one checkpoint again: make evaluate CKPT=<checkpoint f
 
 bench: install ## benchmark vs a plain PyTorch loop → bench.json (ARGS="--full" adds time to 0.92 accuracy)
 	$(PY) -m recipelab.bench $(ARGS)
+
+race: install ## time to accuracy: 5 seeds of a recipe trained in full → race.<name> in bench.json (default: experiment=fashion_fast)
+	$(PY) -m recipelab.bench --race $(if $(ARGS),$(ARGS),experiment=fashion_fast)
+
+ablate-speed: install ## sweep: fashion_fast with one trick taken out at a time, 3 seeds each; then make report
+	$(PY) -m recipelab.train -m experiment=fashion_fast_ablation $(ARGS)
 
 gpu-prepare: install ## gather wheels and data for scripts/gpu_check.sh on an offline GPU machine
 	bash scripts/gpu_prepare.sh

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from recipelab.benchmark.plain import steady_rates
 from tests.conftest import ROOT
 
@@ -43,3 +45,55 @@ def test_bench_writes_every_measure(tmp_path):
         result["overhead"]["ratio"]
         == result["overhead"]["template_img_s"] / result["overhead"]["plain_img_s"]
     )
+
+
+def _record(seed, acc, vals, step_s):
+    history = [{"epoch": e, "val/acc": v, "time_s": step_s * (e + 1)} for e, v in enumerate(vals)]
+    return {
+        "seed": seed,
+        "metrics": {"test/acc": acc},
+        "train_time_s": step_s * len(vals),
+        "history": history,
+    }
+
+
+def test_race_summary_is_the_distribution_and_the_mean_curve_crossing():
+    from recipelab.benchmark.race import summarize
+
+    records = [_record(1, 0.90, [0.92, 0.935, 0.95], 10.0), _record(2, 0.94, [0.90, 0.93, 0.93], 12.0)]
+    result = summarize(records, targets=(0.93, 0.94), budget_s=35)
+    assert result["test_acc"]["mean"] == pytest.approx(0.92)
+    assert result["test_acc"]["std"] == pytest.approx(0.04 / 2**0.5)  # the sample std of two values
+    assert result["test_acc"]["min"] == 0.90
+    # mean val/acc by epoch: 0.91, 0.9325, 0.94 at mean times 11, 22, 33 s
+    assert result["mean_val_acc_reaches"] == {
+        "0.93": {"epoch": 2, "seconds": 22.0},
+        "0.94": {"epoch": 3, "seconds": 33.0},
+    }
+    assert result["all_within_budget"] is False  # the second seed trained 36 s
+
+
+def test_bench_race_trains_the_seeds_and_keeps_the_other_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"overhead": {"ratio": 0.97}}))
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipelab.bench",
+        "--race",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        f"paths.log_dir={tmp_path}",
+        "trainer.max_epochs=2",
+        "data.train_size=1000",
+        "data.val_size=500",
+        "logger=none",
+    ]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    race = result["race"]["default"]
+    assert result["overhead"] == {"ratio": 0.97} and race["seeds"] == [1, 2]
+    accs = [json.loads(p.read_text())["metrics"]["test/acc"] for p in sorted(tmp_path.rglob("metrics.json"))]
+    assert race["test_acc"]["each"] == accs and len(race["curve"]) == 2

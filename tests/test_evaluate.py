@@ -30,12 +30,16 @@ def test_evaluate_equals_the_test_of_training(one_epoch_run, tmp_path):
     for key, tolerance in (("test/acc", 1e-3), ("test/nll", 5e-3), ("test/ece", 5e-3)):
         assert result["metrics"][key] == pytest.approx(trained["metrics"][key], abs=tolerance), key
     assert f"test/acc: {result['metrics']['test/acc']:.4f}" in proc.stdout
+    # temperature scaling (on by default): scores after it, the same accuracy
+    assert f"temperature: {result['metrics']['temperature']:.4f}" in proc.stdout
+    assert result["metrics"]["test/ts/acc"] == result["metrics"]["test/acc"]
     # its own W&B run, job_type=evaluate, in the run's group
     (new,) = run_files(run_dir)[before:] if len(run_files(run_dir)) > before else [None]
     assert new is not None
     logged = read_run(new)
     assert logged.job_type == "evaluate" and logged.group == trained["group"]
     assert logged.summary["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+    assert logged.summary["test/ts/nll"] == pytest.approx(result["metrics"]["test/ts/nll"])
 
 
 def test_evaluate_a_missing_checkpoint_is_one_line(tmp_path):

@@ -129,7 +129,14 @@ def test_the_time_limit_warning_saves_the_step_requeues_and_resumes_exactly(slur
 
 
 def test_a_ddp_job_is_one_slurm_job_whose_two_tasks_slurm_starts_and_requeues(slurm, tmp_path):
-    run = warned_and_straight(tmp_path, slurm, "trainer=ddp_cpu", "trainer.precision=32-true")
+    # the ranks agree on a signal every check_every steps (default: log_every_n_steps); here every step
+    run = warned_and_straight(
+        tmp_path,
+        slurm,
+        "trainer=ddp_cpu",
+        "trainer.precision=32-true",
+        "callbacks.graceful_stop.check_every=1",
+    )
     assert_requeued_and_resumed_exactly(run)  # both ranks stopped at the same saved step
     for job in run.run_dirs:  # one folder (its .hydra/ from rank 0), one metrics.json, one W&B run
         assert (job / ".hydra").is_dir() and (job / "train.log").is_file()

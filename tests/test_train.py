@@ -18,6 +18,11 @@ def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
     assert state["global_step"] == 20
     assert state["hyper_parameters"]["config"]["optimizer"]["lr"] == 0.1
     assert (one_epoch_run.run_dir / ".hydra" / "config.yaml").is_file()
+    # the last epoch's training metrics: sparsity of the weights (ndim > 1) in last.ckpt, counted here
+    weights = [w for k, w in state["state_dict"].items() if w.ndim > 1]
+    small = sum(int((w.abs() < 1e-3).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert m["metrics"]["last_train/sparsity"] == pytest.approx(small, abs=1e-6)
+    assert 0 < m["metrics"]["last_train/acc"] <= 1 and "last_train/loss_step" not in m["metrics"]
 
 
 def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):

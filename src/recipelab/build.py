@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipelab.data import InMemoryDataModule, build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
+from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.run import distributed, resume, tracking
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 from recipelab.training.optim import describe_param_groups, scaled_lr
@@ -82,16 +83,25 @@ def build_param_groups(cfg: DictConfig, batch_size: int | None = None):
         rules=OmegaConf.to_container(pg.rules),
         lr=lr,
         weight_decay=cfg.optimizer.get("weight_decay"),
+        decoupled_weight_decay=pg.get("decoupled_weight_decay", False),
     )
 
 
 def build_model(cfg: DictConfig, regularizer: Regularizer | None = None) -> torch.nn.Module:
     """The network of ``cfg.model`` with the chosen normalization, dropout and DropConnect."""
     regularizer = regularizer or build_regularizer(cfg)
+    whiten = cfg.get("whiten") or {}
+    whitening, extra = None, {}
+    if whiten.get("kernel"):  # the network then takes the whitening layer's channels
+        whitening = Whitening(cfg.data.in_channels, whiten.kernel, whiten.eps, whiten.frozen)
+        extra["in_channels"] = whitening.out_channels
     # Built objects go to the partial, not to instantiate, which would turn a dataclass into a config node.
-    return instantiate(cfg.model, _partial_=True)(
-        norm=build_norm(cfg), dropout=regularizer.dropout, dropconnect=regularizer.dropconnect
+    model = instantiate(cfg.model, _partial_=True)(
+        norm=build_norm(cfg), dropout=regularizer.dropout, dropconnect=regularizer.dropconnect, **extra
     )
+    if cfg.get("dirac_init"):
+        dirac_init(model)
+    return attach_whitening(model, whitening) if whitening is not None else model
 
 
 def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule:
@@ -114,6 +124,7 @@ def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule
         param_groups=param_groups,
         regularizer=regularizer,
         tta_flip=cfg.tta_flip,
+        tta_shift=cfg.get("tta_shift", 0),
         channels_last=cfg.channels_last,
         num_classes=cfg.data.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),

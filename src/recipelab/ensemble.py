@@ -1,7 +1,7 @@
 """The ensemble entry: evaluate checkpoints alone and together on the test set.
 
     python -m recipelab.ensemble source=<run folder | sweep folder | glob | [ckpt,ckpt,...]>
-                                 [combine=mean|vote|weights] [tta_flip=...] [log_wandb=false]
+                                 [combine=mean|vote|weights] [tta_flip=...] [tta_shift=...] [log_wandb=false]
 
 Every test batch goes through all members in one pass over the data. Writes ensemble.json, ensemble.md and
 ensemble_curve.png into the source folder, and logs a W&B run (job_type=ensemble) in the source's group.

@@ -6,8 +6,9 @@ from omegaconf import OmegaConf
 from torchvision.transforms.v2 import functional as TF
 
 from recipelab.data import build_augmentation
-from recipelab.data.augment import OPS, ColorJitter, Crop, Erasing, Flip, Rotation, Scale, affine
+from recipelab.data.augment import OPS, ColorJitter, Crop, Erasing, Flip, Rotation, Scale
 from recipelab.data.preview import augmentation_grid
+from recipelab.data.warp import affine
 from recipelab.errors import UserError
 from tests.conftest import fashion_dm, standardize
 

@@ -13,53 +13,45 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from recipelab.data.augment_base import BatchOp
+from recipelab.data.warp import Rotation, Scale
 from recipelab.errors import UserError
 
 
-class BatchOp:
-    name = ""
-
-    def __init__(self, p: float = 0.5):
-        if not 0.0 <= p <= 1.0:
-            raise UserError(f"augmentation {self.name} p={p}: a probability must lie in [0, 1]")
-        self.p = p
-
-    def check_channels(self, channels: int) -> None:
-        """Refuse (UserError) an option this op cannot apply to images with ``channels`` channels."""
-
-    def magnitude(self, key: str, value, high: float | None = None):
-        """Check a magnitude (a number, or a [low, high] range): >= 0, and <= ``high`` where given."""
-        values = (
-            [value] if isinstance(value, int | float) else list(value)
-        )  # a list or an OmegaConf ListConfig
-        if any(v < 0 or (high is not None and v > high) for v in values) or sorted(values) != values:
-            allowed = f"in [0, {high}]" if high is not None else ">= 0"
-            raise UserError(f"augmentation {self.name} {key}={value}: must be {allowed} (ranges low <= high)")
-        return value if isinstance(value, int | float) else tuple(values)
-
-    def uniform(self, x: torch.Tensor, g: torch.Generator, low, high) -> torch.Tensor:
-        """One draw per sample from U(low, high), on x's device and dtype."""
-        return (low + (high - low) * torch.rand(len(x), generator=g)).to(x.device, x.dtype)
-
-    def chosen(self, x: torch.Tensor, g: torch.Generator, as_index: bool = False) -> torch.Tensor:
-        """The samples this op applies to: a bool mask [B], or (as_index) their indices, on x's device.
-
-        Drawn on the CPU, so finding the indices never makes the host wait for the device.
-        """
-        mask = torch.rand(len(x), generator=g) < self.p
-        return (mask.nonzero().flatten() if as_index else mask).to(x.device)
-
-
 class Flip(BatchOp):
-    """Horizontal flip of each chosen sample."""
+    """Horizontal flip of each chosen sample.
+
+    ``alternate`` (airbench's alternating flip): a fixed half of the training samples is mirrored in even
+    epochs and the other half in odd ones, so every two epochs show each image both ways, where random
+    flips would show a quarter of them the same way twice. The halves come from a hash of each sample's
+    index and the run's seed; batches without indices (the preview) get random flips.
+    """
 
     name = "flip"
 
-    def __call__(self, x, g):
-        return torch.where(self.chosen(x, g)[:, None, None, None], TF.horizontal_flip(x), x)
+    def __init__(self, p: float = 0.5, alternate: bool = False):
+        super().__init__(p)
+        if alternate and p != 0.5:
+            raise UserError(
+                f"augmentation flip alternate=true mirrors half of the samples: p={p} must be 0.5"
+            )
+        self.alternate = alternate
+
+    def __call__(self, x, g, index=None, epoch=0, seed=0):
+        if self.alternate and index is not None:
+            chosen = (alternate_half(index, seed) ^ bool(epoch % 2)).to(x.device)
+        else:
+            chosen = self.chosen(x, g)
+        return torch.where(chosen[:, None, None, None], TF.horizontal_flip(x), x)
+
+
+def alternate_half(index: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed pseudo-random half of the sample indices (bool mask): the top bit of a 32-bit
+    multiplicative (Fibonacci) hash of index and seed. Computed where the indices are: no lookup table."""
+    mixed = (index.long() + seed * 0x9E3779B1) * 0x9E3779B1 & 0xFFFFFFFF
+    return (mixed >> 31).bool()
 
 
 class Crop(BatchOp):
@@ -82,61 +74,6 @@ class Crop(BatchOp):
         # one gather of flat indices: on the CPU ~20x faster than 4-d advanced indexing
         flat = (rows * (w + 2 * pad) + cols).view(b, 1, h * w).expand(b, c, h * w)
         return padded.gather(2, flat).view(b, c, h, w)
-
-
-def affine(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Rotate each sample by its angle (degrees, counter-clockwise) and zoom it by its scale (> 1 enlarges)
-    about the image centre: per sample what v2's ``affine(img, angle, [0, 0], scale, [0, 0])`` does.
-
-    v2's affine kernel takes one angle and scale per call; a batched grid (affine_grid + grid_sample)
-    gives every sample its own. Pixels brought in from outside the image are black (0).
-    """
-    if len(x) == 0:  # no sample chosen; affine_grid refuses an empty batch
-        return x
-    angle = torch.deg2rad(degrees)
-    cos, sin, zero = angle.cos() / scale, angle.sin() / scale, torch.zeros_like(angle)
-    # theta maps output coordinates to input coordinates: the inverse rotation and scale
-    theta = torch.stack([torch.stack([cos, sin, zero], -1), torch.stack([-sin, cos, zero], -1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class Warp(BatchOp):
-    """An affine op: ``draw`` gives every sample an (angle, scale); only the chosen samples are warped
-    (the grid is the costly part)."""
-
-    def __call__(self, x, g):
-        chosen = self.chosen(x, g, as_index=True)
-        angle, scale = (v[chosen] for v in self.draw(x, g))
-        return x.index_copy(0, chosen, affine(x[chosen], angle, scale))
-
-
-class Rotation(Warp):
-    """Rotate each chosen sample by an angle drawn from U(-degrees, degrees)."""
-
-    name = "rotation"
-
-    def __init__(self, p: float = 0.5, degrees: float = 15.0):
-        super().__init__(p)
-        self.degrees = self.magnitude("degrees", degrees, 180)
-
-    def draw(self, x, g):
-        angle = self.uniform(x, g, -self.degrees, self.degrees)
-        return angle, torch.ones_like(angle)
-
-
-class Scale(Warp):
-    """Zoom each chosen sample in or out by a factor drawn from U(1 - amount, 1 + amount)."""
-
-    name = "scale"
-
-    def __init__(self, p: float = 0.5, amount: float = 0.1):
-        super().__init__(p)
-        self.amount = self.magnitude("amount", amount, 0.9)
-
-    def draw(self, x, g):
-        scale = self.uniform(x, g, 1 - self.amount, 1 + self.amount)
-        return torch.zeros_like(scale), scale
 
 
 def grey(x: torch.Tensor) -> torch.Tensor:
@@ -214,15 +151,22 @@ OPS = {op.name: op for op in (Flip, Crop, Rotation, Scale, ColorJitter, Erasing)
 
 
 class BatchAugment:
-    """A sequence of ops with its own random generator, so augmentation never moves other random streams."""
+    """A sequence of ops with its own random generator, so augmentation never moves other random streams.
+
+    ``index`` (the samples' positions in the training set) and ``epoch`` reach the ops that use them
+    (the alternating flip); the others draw from the generator alone.
+    """
 
     def __init__(self, ops, seed: int = 0):
-        self.ops = ops
+        self.ops, self.seed = ops, seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> torch.Tensor:
         for op in self.ops:
-            x = op(x, self.generator)
+            if isinstance(op, Flip):
+                x = op(x, self.generator, index, epoch, self.seed)
+            else:
+                x = op(x, self.generator)
         return x
 
     def state_dict(self) -> dict:

@@ -147,9 +147,10 @@ class InMemoryDataModule(L.LightningDataModule):
         """The dataset's per-channel mean and std, shaped [1, C, 1, 1], on the splits' device."""
         return self._stats
 
-    def prepare(self, images: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        """uint8 images → standardized floats (augmented when ``augment`` and an augmentation is set)."""
-        return prepare_batch(images, *self._stats, self.augmentation if augment else None)
+    def prepare(self, images: torch.Tensor, augment: bool = False, **where) -> torch.Tensor:
+        """uint8 images → standardized floats (augmented when ``augment`` and an augmentation is set;
+        ``where``: the samples' ``index`` and the ``epoch``, for the ops that use them)."""
+        return prepare_batch(images, *self._stats, self.augmentation if augment else None, **where)
 
     def _loader(self, split: str, batch_size: int, train: bool) -> TensorBatchLoader:
         """Under DDP each rank takes its shard: equal shards of the epoch's permutation for training,
@@ -165,6 +166,7 @@ class InMemoryDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             even=train,
+            with_index=train,
         )
 
     def train_dataloader(self):
@@ -197,5 +199,8 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        images, labels = batch
-        return self.prepare(images, augment=self.trainer is not None and self.trainer.training), labels
+        images, labels, *index = batch  # training batches carry their samples' indices
+        training = self.trainer is not None and self.trainer.training
+        if not (training and index):
+            return self.prepare(images, augment=training), labels
+        return self.prepare(images, augment=True, index=index[0], epoch=self.trainer.current_epoch), labels

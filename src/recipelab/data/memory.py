@@ -61,8 +61,10 @@ class TensorBatchLoader:
         rank=0,
         world_size=1,
         even=True,
+        with_index=False,
     ):
         self.images, self.labels = images, labels
+        self.with_index = with_index  # batches also carry their samples' indices (for the alternating flip)
         self.batch_size, self.drop_last = batch_size, drop_last
         self.sampler = EpochPermutation(len(labels), shuffle, seed, rank, world_size, even)
         self.position = 0  # batches of the current epoch handed out: where a checkpoint taken now resumes
@@ -89,16 +91,21 @@ class TensorBatchLoader:
             self.position = b + 1
             if in_order:  # slices, no copies
                 sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-                yield self.images[sl], self.labels[sl]
+                batch, idx = (self.images[sl], self.labels[sl]), sl
             else:
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                yield self.images[idx], self.labels[idx]
+                batch = self.images[idx], self.labels[idx]
+            if self.with_index:
+                idx = torch.arange(len(self.labels))[idx] if isinstance(idx, slice) else idx
+                batch = (*batch, idx)
+            yield batch
 
 
-def prepare_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augmentation=None):
+def prepare_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augmentation=None, **where):
     """uint8 [N, C, H, W] → float, augmented in [0, 1] (zero padding is black), then standardized with
-    the per-channel ``mean`` and ``std`` (shaped [1, C, 1, 1], on the images' device)."""
+    the per-channel ``mean`` and ``std`` (shaped [1, C, 1, 1], on the images' device). ``where``: the
+    samples' ``index`` and the ``epoch``, for the ops that use them."""
     x = images.float().div_(255.0)
     if augmentation is not None:
-        x = augmentation(x)
+        x = augmentation(x, **where)
     return (x - mean) / std

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recipelab.errors import UserError
 from recipelab.models.blocks import conv_block
 from recipelab.models.dropconnect import drop_connect
 from recipelab.models.norm import NormSpec
@@ -14,12 +15,14 @@ from recipelab.models.norm import NormSpec
 
 class ConvNet(nn.Module):
     """``widths`` gives the channels of each stage; every stage but the last halves the resolution.
+    ``depth``: conv blocks per stage, one number for all or one per stage (few at full resolution and
+    more after the pools is where the time goes furthest on a CPU).
     ``image_size`` is accepted (the model contract) and unused: the global average pool takes any size."""
 
     def __init__(
         self,
         widths: Sequence[int] = (16, 32, 64),
-        depth: int = 2,
+        depth: int | Sequence[int] = 2,
         num_classes: int = 10,
         in_channels: int = 1,
         dropout: float = 0.0,
@@ -29,9 +32,14 @@ class ConvNet(nn.Module):
     ):
         super().__init__()
         norm = norm or NormSpec()
+        depths = [depth] * len(widths) if isinstance(depth, int) else list(depth)
+        if len(depths) != len(widths) or min(depths) < 1:
+            raise UserError(
+                f"model.depth={depth}: one number >= 1, or one per stage of widths={list(widths)}"
+            )
         stages, c = [], in_channels
-        for i, width in enumerate(widths):
-            blocks = [conv_block(c if j == 0 else width, width, norm) for j in range(depth)]
+        for i, (width, blocks_in_stage) in enumerate(zip(widths, depths, strict=True)):
+            blocks = [conv_block(c if j == 0 else width, width, norm) for j in range(blocks_in_stage)]
             if i < len(widths) - 1:
                 blocks.append(nn.MaxPool2d(2))
             stages.append(nn.Sequential(*blocks))

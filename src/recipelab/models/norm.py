@@ -11,13 +11,19 @@ from recipelab.errors import UserError
 
 @dataclass(frozen=True)
 class NormSpec:
-    """``kind``: batchnorm, layernorm, groupnorm, instancenorm or none; ``position``: pre/post activation."""
+    """``kind``: batchnorm, layernorm, groupnorm, instancenorm or none; ``position``: pre/post activation.
+
+    ``freeze_scale``: the affine scale stays 1 (no gradient; airbench); ``bias_lr_scale``: the affine
+    bias trains at this multiple of the optimizer's lr (the param groups read it from the tensor).
+    """
 
     kind: str = "batchnorm"
     position: str = "pre"
     eps: float = 1e-5
     momentum: float = 0.1
     groups: int = 8
+    freeze_scale: bool = False
+    bias_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.kind not in NORMS:
@@ -30,6 +36,8 @@ class NormSpec:
             raise UserError(f"normalization.momentum={self.momentum}: must lie in [0, 1]")
         if self.groups < 1:
             raise UserError(f"normalization.groups={self.groups}: must be >= 1")
+        if not self.bias_lr_scale >= 0:
+            raise UserError(f"normalization.bias_lr_scale={self.bias_lr_scale}: must be >= 0")
 
     def __call__(self, channels: int, dims: int = 2) -> nn.Module:
         """The norm for ``channels`` features: of conv maps [N, C, H, W] (``dims=2``) or of feature vectors
@@ -37,7 +45,12 @@ class NormSpec:
         reason = self.refusal(dims)
         if reason:
             raise UserError(reason)
-        return (NORMS if dims == 2 else NORMS_1D)[self.kind](channels, self)
+        layer = (NORMS if dims == 2 else NORMS_1D)[self.kind](channels, self)
+        if getattr(layer, "weight", None) is not None and self.freeze_scale:
+            layer.weight.requires_grad_(False)
+        if getattr(layer, "bias", None) is not None and self.bias_lr_scale != 1:
+            layer.bias.lr_scale = self.bias_lr_scale  # read by training.optim.param_groups_weight_decay
+        return layer
 
     def refusal(self, dims: int = 2) -> str | None:
         """Why this norm cannot be made for ``dims`` (None when it can); models call it in ``refuse``."""

@@ -38,9 +38,11 @@ class Member:
     config: DictConfig
     model: torch.nn.Module
 
-    def tta_flip(self, override: bool | None = None) -> bool:
-        """Whether its test averages each image with its mirror: ``override``, else as it was trained."""
-        return self.config.get("tta_flip", False) if override is None else override
+    def tta(self, flip: bool | None = None, shift: int | None = None) -> tuple[bool, int]:
+        """Its test-time views (``predict_proba``'s tta_flip and tta_shift): the overrides where given,
+        else as it was trained."""
+        flip = self.config.get("tta_flip", False) if flip is None else flip
+        return flip, self.config.get("tta_shift", 0) if shift is None else shift
 
 
 def load_checkpoint(path) -> dict:

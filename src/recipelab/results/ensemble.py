@@ -14,6 +14,7 @@ from torch.optim.swa_utils import update_bn
 
 from recipelab.build import build_model
 from recipelab.errors import UserError
+from recipelab.results import temperature
 from recipelab.results.checkpoint import Member, load_member, member_data
 from recipelab.results.runs import best_checkpoint, group_of, is_run_dir, job_dirs, read_record
 from recipelab.results.scores import device_of, scores, split_probs
@@ -76,6 +77,7 @@ def combine(probs: torch.Tensor, how: str) -> torch.Tensor:
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.combine not in COMBINE:
         raise UserError(f"combine={cfg.combine!r}: choose {', '.join(COMBINE)}")
+    scaling = temperature.enabled(cfg.get("temperature", False))
     paths, out = resolve_source(cfg.source)
     members = [load_member(p) for p in paths]  # every file is checked before any evaluation
     device = device_of(cfg.device)
@@ -83,17 +85,20 @@ def evaluate(cfg: DictConfig) -> dict:
         m.model.to(device)
     datamodule = member_data(members[0].config)
     extra = [average_weights(members, device, datamodule)] if cfg.combine == "weights" else []
-    flips = [m.tta_flip(cfg.tta_flip) for m in members]
+    views = [m.tta(cfg.tta_flip, cfg.get("tta_shift")) for m in members]
     models = [m.model for m in members] + extra
-    probs, labels = split_probs(
-        models, flips + flips[-1:] * len(extra), datamodule, "test", cfg.batch_size, device
-    )
+    views += views[-1:] * len(extra)
+    probs, labels = split_probs(models, views, datamodule, "test", cfg.batch_size, device)
     member_probs = probs[: len(members)]
     ensemble_probs = probs[-1] if extra else combine(member_probs, cfg.combine)
     per_member = [
         {"checkpoint": str(m.path), **scores(p, labels)} for m, p in zip(members, member_probs, strict=True)
     ]
     ens = scores(ensemble_probs, labels)
+    if scaling:  # the ensemble's own prediction, scaled: log of its (mean) probabilities / T
+        val, val_labels = split_probs(models, views, datamodule, "val", cfg.batch_size, device)
+        val_ensemble = val[-1] if extra else combine(val[: len(members)], cfg.combine)
+        ens |= temperature.calibrate(val_ensemble, val_labels, ensemble_probs, labels)
     accs = [m["acc"] for m in per_member]
     preds = member_probs.argmax(-1)
     pairs = list(itertools.combinations(range(len(members)), 2))
@@ -103,6 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "n_members": len(members),
         "members": per_member,
         "ensemble": ens,
+        "temperature_note": temperature.NO_VAL_SPLIT if scaling and "temperature" not in ens else None,
         "gain_over_best_member": ens["acc"] - max(accs),
         "gain_over_mean_member": ens["acc"] - sum(accs) / len(accs),
         "disagreement": sum((preds[i] != preds[j]).float().mean().item() for i, j in pairs)

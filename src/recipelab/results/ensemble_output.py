@@ -31,7 +31,9 @@ def markdown(result: dict) -> str:
             "| --- | --- | --- | --- | --- |",
             *rows,
             "| **ensemble** | " + " | ".join(f"**{v:.4f}**" for v in metric_values(e)) + " |",
+            *[f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " |" for name, values in scaled(e)],
             "",
+            *([f"- {result['temperature_note']}"] if result.get("temperature_note") else []),
             f"- gain over the best member: {result['gain_over_best_member']:+.4f}",
             f"- gain over the mean member: {result['gain_over_mean_member']:+.4f}",
             f"- mean pairwise disagreement: {result['disagreement']:.4f}",
@@ -71,6 +73,7 @@ def write(result: dict, log_wandb: bool = True) -> str:
             [member_name(m["checkpoint"], result["out_dir"]), *metric_values(m)] for m in result["members"]
         ]
         rows.append(["ensemble", *metric_values(result["ensemble"])])
+        rows += [[name, *values] for name, values in scaled(result["ensemble"])]
         log_result(
             "ensemble",
             result["group"],
@@ -88,5 +91,14 @@ def write(result: dict, log_wandb: bool = True) -> str:
 METRICS = ("acc", "nll", "ece", "brier")
 
 
-def metric_values(scores: dict) -> list[float]:
-    return [scores[k] for k in METRICS]
+def metric_values(scores: dict, prefix: str = "") -> list[float]:
+    return [scores[prefix + k] for k in METRICS]
+
+
+def scaled(ensemble: dict) -> list[tuple[str, list[float]]]:
+    """The temperature-scaled ensemble's row (name, values), if it was scaled."""
+    if "temperature" not in ensemble:
+        return []
+    return [
+        (f"ensemble, temperature-scaled (T={ensemble['temperature']:.3f})", metric_values(ensemble, "ts/"))
+    ]

@@ -7,13 +7,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from recipelab.errors import UserError
+from recipelab.results import temperature
 from recipelab.results.checkpoint import load_member, member_data
 from recipelab.results.runs import best_checkpoint, group_of, is_run_dir, run_dir_of
 from recipelab.results.scores import device_of, scores, split_probs
 from recipelab.results.wandb_run import log_result
 from recipelab.run.tracking import write_json
 
-SPLITS = ("test", "val")
+SPLITS = ("test", "val", "train")  # train: its images without augmentation (the train-test gap)
 
 
 def checkpoint_of(ckpt_path) -> Path:
@@ -27,23 +28,36 @@ def checkpoint_of(ckpt_path) -> Path:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Test accuracy, NLL, ECE and Brier score of one checkpoint; writes evaluate.json beside its run."""
+    """Test accuracy, NLL, ECE and Brier score of one checkpoint, and (``temperature``) the same after
+    temperature scaling fitted on the validation split; writes evaluate.json beside its run."""
     if cfg.split not in SPLITS:
-        raise UserError(f"split={cfg.split!r}: choose {' or '.join(SPLITS)}")
+        raise UserError(f"split={cfg.split!r}: choose {', '.join(SPLITS)}")
+    scaling = temperature.enabled(cfg.get("temperature", False))
     path = checkpoint_of(cfg.ckpt_path)
     member = load_member(path)
     datamodule = member_data(member.config)
-    flip = member.tta_flip(cfg.tta_flip)
+    view = member.tta(cfg.tta_flip, cfg.get("tta_shift"))
     device = device_of(cfg.device)
-    probs, labels = split_probs(
-        [member.model.to(device)], [flip], datamodule, cfg.split, cfg.batch_size, device
-    )
+    model = member.model.to(device)
+    probs, labels = split_probs([model], [view], datamodule, cfg.split, cfg.batch_size, device)
+    metrics = scores(probs[0], labels)
+    note = None
+    if scaling:
+        val_probs, val_labels = (
+            (probs, labels)
+            if cfg.split == "val"  # fitted and scored on the same images: the scores are optimistic
+            else split_probs([model], [view], datamodule, "val", cfg.batch_size, device)
+        )
+        metrics |= temperature.calibrate(val_probs[0], val_labels, probs[0], labels)
+        note = None if "temperature" in metrics else temperature.NO_VAL_SPLIT
     out = run_dir_of(path) or path.parent
     result = {
         "checkpoint": str(path),
         "split": cfg.split,
-        "tta_flip": flip,
-        "metrics": {f"{cfg.split}/{k}": v for k, v in scores(probs[0], labels).items()},
+        "tta_flip": view[0],
+        "tta_shift": view[1],
+        "metrics": {k if k == "temperature" else f"{cfg.split}/{k}": v for k, v in metrics.items()},
+        "temperature_note": note,
         "group": group_of(path, default="evaluate"),
         "out_dir": str(out),
     }
@@ -53,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "evaluate",
             result["group"],
             out,
-            {"checkpoint": str(path), "split": cfg.split},
+            {"checkpoint": str(path), "split": cfg.split, "temperature": scaling},
             {},
             result["metrics"],
         )

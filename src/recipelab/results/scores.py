@@ -22,14 +22,15 @@ def scores(probs: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def split_probs(models, flips, datamodule, split: str = "test", batch_size: int = 1000, device="cpu"):
-    """(probabilities [models, N, classes], labels [N]) of ``models`` on a split, in one pass over it."""
+def split_probs(models, views, datamodule, split: str = "test", batch_size: int = 1000, device="cpu"):
+    """(probabilities [models, N, classes], labels [N]) of ``models`` on a split, in one pass over it;
+    ``views``: each model's test-time (flip, shift), as ``Member.tta`` gives them."""
     images, labels = datamodule.to(device).splits[split]
     outputs = [[] for _ in models]
     for start in range(0, len(labels), batch_size):
         x = datamodule.prepare(images[start : start + batch_size].to(device))
-        for i, (model, flip) in enumerate(zip(models, flips, strict=True)):
-            outputs[i].append(predict_proba(model, x, flip).cpu())
+        for i, (model, view) in enumerate(zip(models, views, strict=True)):
+            outputs[i].append(predict_proba(model, x, *view).cpu())
     return torch.stack([torch.cat(o) for o in outputs]), labels.cpu()
 
 

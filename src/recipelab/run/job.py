@@ -55,13 +55,15 @@ def train(cfg: DictConfig) -> dict:
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
         last_val = _metrics(trainer, "val/")
+        # the last epoch's training metrics (accuracy, loss, sparsity, penalty) for reports of overfitting
+        last_train = {k: v for k, v in _metrics(trainer, "train/").items() if not k.endswith("_step")}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks):
             # SWA leaves the averaged weights in the model at the end: test and keep those
             best = str(out / "checkpoints" / "swa.ckpt")
             trainer.save_checkpoint(best)
         tested_val = _validation_of(best, run, last_val)
-        record["metrics"] = {**tested_val, **{f"last_{k}": v for k, v in last_val.items()}}
+        record["metrics"] = {**tested_val, **{f"last_{k}": v for k, v in (last_val | last_train).items()}}
         trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
         record["best_checkpoint"] = best

@@ -1,13 +1,11 @@
 """Validate a run's config before Hydra makes its run folder, so a typo costs seconds and leaves nothing.
 
-``preflight(argv)`` runs before ``hydra.main``: it composes the config with Hydra's compose API (which
-raises Hydra's own errors for unknown options and keys), resolves every value (a broken interpolation is
-an error here, not in the job), then checks the values: their types against the defaults of the chosen
-options, the ranges of plain values against ``RULES``, the paths that must exist, and, through the
-composition root, the option objects that check their own values (normalization, regularization,
-augmentation, the model's refusals, the data sizes). Each rule lives in one of those two places. Under
-``-m`` it composes every job of a basic sweep (the first ``MAX_SWEEP_JOBS``; it says so when it stops
-there). Errors are ``UserError``s: one line, exit code 2.
+``preflight(argv)`` runs before ``hydra.main``: it composes the config with Hydra's compose API (Hydra's own
+errors for unknown options and keys), resolves every value, then checks the values' types against the
+chosen options' defaults, the ranges of plain values (``RULES``), the paths that must exist and, through
+the composition root, the option objects that check their own values (each rule lives in one of those
+places). Under ``-m`` it composes every job of a basic sweep (the first ``MAX_SWEEP_JOBS``, saying so).
+Errors are ``UserError``s: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -61,9 +59,10 @@ RULES = {
     "scheduler.build.pct_start": _rule(lambda v: 0 < v < 1, "in (0, 1)"),
     "scheduler.frequency": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "callbacks.*.every_n_train_steps": _rule(lambda v: v >= 0, "null or an integer >= 0"),
+    "tta_shift": _rule(lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
 }
-# Values a key takes besides those of its default's type.
-SPECIAL_VALUES = {"data.batch_size": ("full",)}
+SPECIAL_VALUES = {"data.batch_size": ("full",)}  # values a key takes besides those of its default's type
+OTHER_TYPES = {"model.depth": "a list"}  # one number, or one per stage (the model checks the length)
 
 
 def preflight(argv: list[str], conf_dir: str, config_name: str = "train") -> list[str]:
@@ -109,10 +108,12 @@ def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
 
 
 def check_sweep(overrides: list[str], config_name: str = "train") -> None:
-    """Every job of the sweep: its composition (keys, options) and its values."""
+    """Every job of the sweep: its composition (keys, options) and its values. As in Hydra's basic
+    sweeper, a key given on the command line replaces the config's sweep list for it."""
     base = [o for o in overrides if not _is_sweep(o)]
     cfg = _compose(base, config_name)
-    params = cfg.hydra.sweeper.get("params") or {}
+    given = {override_key(o) for o in overrides if "=" in o}
+    params = {k: v for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given}
     swept = [f"{k}={v}" for k, v in params.items()] + [o for o in overrides if _is_sweep(o)]
     _check_sweep_keys(cfg, swept)
     if not cfg.hydra.sweeper._target_.endswith("BasicSweeper"):
@@ -196,7 +197,7 @@ def _check_types(cfg: DictConfig, overrides: list[str], config_name: str) -> Non
         default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         expected = _type_name(default)
-        if default is None or value is None or expected == _type_name(value):
+        if default is None or value is None or _type_name(value) in (expected, OTHER_TYPES.get(key)):
             continue
         if value in SPECIAL_VALUES.get(key, ()) or (expected == "a number" and isinstance(value, int)):
             continue
@@ -223,8 +224,7 @@ def _show(v) -> str:
 
 
 def _leaves(node, prefix: str = ""):
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
-    for key in keys:
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
         if not prefix and key == "hydra":
             continue
         try:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from recipelab.models.whiten import Whitening
 from recipelab.training.penalties import Regularizer
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
@@ -21,12 +22,26 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 log = logging.getLogger(__name__)
 
 
-def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
-    """Class probabilities; with tta_flip, the mean over the image and its mirror."""
-    probs = model(x).float().softmax(-1)
-    if tta_flip:
-        probs = (probs + model(x.flip(-1)).float().softmax(-1)) / 2
-    return probs
+def views(x: torch.Tensor, flip: bool = False, shift: int = 0) -> list[torch.Tensor]:
+    """The test-time views of a batch: the images, their mirrors (``flip``), and each of those translated
+    by ``shift`` pixels up, down, left and right (edges repeat the border pixels)."""
+    base = [x, x.flip(-1)] if flip else [x]
+    if not shift:
+        return base
+    s, h, w = shift, x.shape[-2], x.shape[-1]
+    out = list(base)
+    for v in base:
+        padded = F.pad(v, (s, s, s, s), mode="replicate")
+        for dy, dx in ((0, s), (0, -s), (s, 0), (-s, 0)):  # the view moved by (dy, dx)
+            out.append(padded[..., s - dy : s - dy + h, s - dx : s - dx + w])
+    return out
+
+
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False, tta_shift: int = 0):
+    """Class probabilities: the mean of the views' softmax outputs (one view without test-time
+    augmentation; with ``tta_flip`` the image and its mirror; ``tta_shift`` adds their translations)."""
+    batches = views(x, tta_flip, tta_shift)
+    return sum(model(v).float().softmax(-1) for v in batches) / len(batches)
 
 
 def nll(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,6 +69,7 @@ class RecipeModule(L.LightningModule):
         param_groups: Callable[[torch.nn.Module], list[dict]] | None = None,
         regularizer: Regularizer | None = None,
         tta_flip: bool = False,
+        tta_shift: int = 0,
         channels_last: bool = False,
         num_classes: int = 10,
         config: dict | None = None,
@@ -64,12 +80,12 @@ class RecipeModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_options = dict(scheduler_options or {})
         self.param_groups = param_groups
-        self.tta_flip = tta_flip
+        self.tta_flip, self.tta_shift = tta_flip, tta_shift
         self.regularizer = regularizer
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # its NaN check syncs; divergence is checked
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -84,6 +100,14 @@ class RecipeModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         return F.cross_entropy(logits, y, label_smoothing=smoothing), logits, y
+
+    def on_fit_start(self) -> None:
+        """A whitening first layer is fitted on (the first 5000 of) the training images, before any step;
+        a resumed or fine-tuned network keeps its own."""
+        for layer in self.model.modules():
+            if isinstance(layer, Whitening) and not layer.fitted:
+                datamodule = self.trainer.datamodule
+                layer.fit(datamodule.prepare(datamodule.splits["train"][0][:5000]).float())
 
     def on_train_start(self) -> None:
         batches = self.trainer.num_training_batches
@@ -139,8 +163,8 @@ class RecipeModule(L.LightningModule):
             self.train_loss.update(loss.detach())
             self.train_acc.update(logits.detach(), y)
             self._counted = True
-        if self.logs_this_step():
-            self.log("train/loss_step", loss.detach(), prog_bar=True)
+        if self.logs_this_step():  # not on the progress bar: Lightning would read its value every step
+            self.log("train/loss_step", loss.detach())
         if self.regularizer is not None and self.regularizer.has_penalty:  # train/loss_* stay the data loss
             penalty = self.regularizer.penalty(self.model)
             self.log("train/penalty", penalty, on_step=True, on_epoch=True)
@@ -167,7 +191,7 @@ class RecipeModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        probs = predict_proba(self, x, self.tta_flip)
+        probs = predict_proba(self, x, self.tta_flip, self.tta_shift)
         loss = nll(probs, y)
         self.test_acc(probs, y)
         self.test_ece(probs, y)

@@ -42,33 +42,45 @@ def param_groups_weight_decay(
     rules: Sequence[Mapping] = (),
     lr: float | None = None,
     weight_decay: float | None = None,
+    decoupled_weight_decay: bool = False,
 ) -> list[dict]:
     """Optimizer param groups: biases/normalization parameters (ndim <= 1) get no weight decay, and
     ``rules`` ({match, lr_scale, weight_decay_scale}; the first rule whose fnmatch pattern matches a
-    parameter's or its module's name wins) scale lr and weight decay per module.
+    parameter's or its module's name wins) scale lr and weight decay per module. A tensor may carry its
+    own ``lr_scale`` attribute (normalization.bias_lr_scale sets it); it multiplies the rule's.
 
     With ``lr``/``weight_decay`` given, every group carries its own absolute settings; without them the
     groups inherit the optimizer's defaults (the no-decay group still sets weight_decay=0).
+    ``decoupled_weight_decay`` (needs ``lr``): each group's torch weight_decay is ``weight_decay / lr`` of
+    that group, so that SGD's per-step shrink factor ``lr_t * weight_decay`` is ``weight_decay`` at the
+    peak rate whatever the rate (airbench's decoupling, as in AdamW; torch's SGD has no such option).
     """
+    if decoupled_weight_decay and lr is None:
+        raise UserError("param_groups.decoupled_weight_decay needs the optimizer's lr")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     _check_rules(rules, [n for n, _ in named])
     groups: dict[tuple, dict] = {}
     for name, p in named:
         index, rule = next(((i, r) for i, r in enumerate(rules) if _matches(name, r["match"])), (None, {}))
         decays = not (no_decay_norm_and_bias and p.ndim <= 1)
-        if (index, decays) not in groups:
-            group = {
-                "params": [],
-                "name": (rule.get("match", "") + ("" if decays else "/no_decay")).strip("/"),
-            }
+        own = getattr(p, "lr_scale", 1.0)
+        if (index, decays, own) not in groups:
+            name_parts = [
+                rule.get("match", ""),
+                "" if decays else "no_decay",
+                "" if own == 1 else f"lr_x{own:g}",
+            ]
+            group = {"params": [], "name": "/".join(part for part in name_parts if part)}
             if lr is not None:
-                group["lr"] = lr * rule.get("lr_scale", 1.0)
+                group["lr"] = lr * rule.get("lr_scale", 1.0) * own
             if not decays:
                 group["weight_decay"] = 0.0
             elif weight_decay is not None:
                 group["weight_decay"] = weight_decay * rule.get("weight_decay_scale", 1.0)
-            groups[index, decays] = group
-        groups[index, decays]["params"].append(p)
+                if decoupled_weight_decay:
+                    group["weight_decay"] /= max(group["lr"], 1e-12)
+            groups[index, decays, own] = group
+        groups[index, decays, own]["params"].append(p)
     for group in groups.values():
         group["name"] = group["name"] or "decay"
     return list(groups.values())
@@ -118,22 +130,3 @@ def lbfgs(params: Iterable, **options) -> torch.optim.LBFGS:
         )
     group = {"params": [p for g in groups for p in g["params"]], **({"lr": lrs.pop()} if lrs else {})}
     return _LBFGS([group], **options)
-
-
-def check_options(optimizer: Mapping, batch_size) -> None:
-    """Fail before any work on optimizer and batch-size values outside their range (one line each)."""
-    lr = optimizer.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise UserError(f"optimizer.lr must be a number > 0, got {lr!r}")
-    momentum = optimizer.get("momentum")
-    if momentum is not None and not 0 <= momentum < 1:
-        raise UserError(f"optimizer.momentum must be in [0, 1), got {momentum}")
-    for i, beta in enumerate(optimizer.get("betas") or ()):
-        if not 0 <= beta < 1:
-            raise UserError(f"optimizer.betas[{i}] must be in [0, 1), got {beta}")
-    if not optimizer.get("weight_decay", 0) >= 0:
-        raise UserError(f"optimizer.weight_decay must be >= 0, got {optimizer.get('weight_decay')}")
-    if batch_size != "full" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise UserError(f"data.batch_size must be an integer >= 1 or 'full', got {batch_size!r}")

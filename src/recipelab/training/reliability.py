@@ -14,35 +14,72 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from recipelab.errors import Diverged, Interrupted
+from recipelab.errors import Diverged, Interrupted, UserError
 
 
 class StopOnDivergence(L.Callback):
-    """Raise ``Diverged`` before the backward pass of a non-finite loss: no bad step is taken or saved.
+    """End the run (``Diverged``) when a training loss became NaN or infinite, without a host sync a step.
 
-    Lightning's EarlyStopping(check_finite=True) checks a logged metric at validation or epoch end only;
-    this checks every batch: its first loss, so the trial points of L-BFGS's line search (which it may
-    reject) do not count. Under DDP the ranks agree (one all-reduce), so a rank that diverges ends the
-    job on every rank at the same step instead of leaving the others waiting in a collective.
+    Every step folds ``not isfinite(loss)`` into a record on the loss's device (the first bad step's
+    number, epoch, loss and lr); the host reads it only every ``check_every`` optimizer steps (default:
+    the loggers' ``log_every_n_steps``, which read the device then anyway), before validation and before
+    any checkpoint is written. So a bad step is never saved, validated or tested, and at most
+    ``check_every - 1`` further steps run on the broken weights before the run stops. Reading the flag
+    every step would make the host wait for the device every step: on a GPU the queue would drain.
+
+    Lightning's EarlyStopping(check_finite=True) checks a logged metric at validation or epoch end only.
+    The first loss of a batch counts, so the trial points of L-BFGS's line search (which it may reject)
+    do not. Under DDP the ranks agree (one all-gather a check): a rank that diverges ends the job on
+    every rank at the same step instead of leaving the others waiting in a collective.
     """
 
-    def __init__(self):
-        self._checked = False
+    def __init__(self, check_every: int | None = None):
+        if check_every is not None and check_every < 1:
+            raise UserError(f"callbacks.stop_on_divergence.check_every={check_every}: must be >= 1")
+        self.check_every = check_every
+        self._counted = False
+        self._record: torch.Tensor | None = None  # [bad, step, epoch, loss, lr] of the first bad step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._checked = False
+        self._counted = False
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if self._checked:
+        if self._counted:
             return
-        self._checked = True
-        bad = (~torch.isfinite(loss.detach())).any().float()
-        if trainer.world_size > 1:
-            bad = trainer.strategy.reduce(bad, reduce_op="sum")
-        if bad > 0:
-            lr = trainer.optimizers[0].param_groups[0]["lr"]
-            value = loss.detach().float().item()
-            raise Diverged(trainer.global_step, trainer.current_epoch, lr, value)
+        self._counted = True
+        loss = loss.detach().double().reshape(-1)[:1]  # float64: the step and lr stay exact
+        if self._record is None:
+            self._record = torch.zeros(5, dtype=torch.float64, device=loss.device)
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        # fills with Python scalars: no host-to-device copy
+        values = (1.0, trainer.global_step, trainer.current_epoch)
+        now = torch.cat([*(torch.full_like(loss, v) for v in values), loss, torch.full_like(loss, lr)])
+        first = (~torch.isfinite(loss[0])) & (self._record[0] == 0)
+        self._record = torch.where(first, now, self._record)
+
+    def check(self, trainer) -> None:
+        """Read the record (one device→host copy; one all-gather under DDP) and raise if a loss was bad."""
+        if self._record is None:
+            return
+        rows = self._record[None]
+        if trainer.world_size > 1:  # every rank's record; the earliest bad one wins
+            rows = trainer.strategy.all_gather(self._record).reshape(-1, 5)
+        bad = [row for row in rows.tolist() if row[0]]
+        if bad:
+            _, step, epoch, loss, lr = min(bad, key=lambda row: row[1])
+            raise Diverged(int(step), int(epoch), lr, loss)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % (self.check_every or trainer.log_every_n_steps or 1) == 0:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.check(trainer)
 
 
 class RandomStateCheckpoint(L.Callback):
@@ -89,11 +126,22 @@ class GracefulStop(L.Callback):
     The handlers only note the signal; the step finishes, then ``Interrupted`` is raised (and recorded by
     the run). Lightning's own handling would exit 1 on Ctrl-C and 0 on SIGTERM, with no checkpoint of the
     steps since the last one. A second signal of the same kind ends the process at once. ``signals``: their
-    names (launcher=slurm adds SLURM's time-limit warning). Under DDP the ranks agree (one all-reduce a
-    step): all stop at the same step, as soon as one of them got a signal.
+    names (launcher=slurm adds SLURM's time-limit warning). Under DDP the ranks agree with one all-reduce
+    every ``check_every`` steps (default: ``log_every_n_steps``) and after validation: all stop at the same
+    step, at most that many steps after one of them got a signal. One process checks a Python int every
+    step (no device sync).
     """
 
-    def __init__(self, dirpath: str, filename: str = "last", signals=("SIGINT", "SIGTERM")):
+    def __init__(
+        self,
+        dirpath: str,
+        filename: str = "last",
+        signals=("SIGINT", "SIGTERM"),
+        check_every: int | None = None,
+    ):
+        if check_every is not None and check_every < 1:
+            raise UserError(f"callbacks.graceful_stop.check_every={check_every}: must be >= 1")
+        self.check_every = check_every
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.signals = tuple(signal.Signals[name] for name in signals)
         self.signum: int | None = None
@@ -125,7 +173,11 @@ class GracefulStop(L.Callback):
             raise Interrupted(signum, trainer.global_step, trainer.current_epoch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.stop_if_asked(trainer)
+        if (
+            trainer.world_size == 1
+            or trainer.global_step % (self.check_every or trainer.log_every_n_steps or 1) == 0
+        ):
+            self.stop_if_asked(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
