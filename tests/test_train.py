@@ -22,7 +22,6 @@ def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
     weights = [w for k, w in state["state_dict"].items() if w.ndim > 1]
     small = sum(int((w.abs() < 1e-3).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert m["metrics"]["last_train/sparsity"] == pytest.approx(small, abs=1e-6)
-    assert 0 < m["metrics"]["last_train/acc"] <= 1 and "last_train/loss_step" not in m["metrics"]
 
 
 def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):

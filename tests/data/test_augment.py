@@ -80,7 +80,7 @@ def _ops(option):
 
 def test_options_are_the_documented_set():
     singles = {"none", "flip", "crop", "rotation", "scale", "color_jitter", "erasing"}
-    assert set(OPTIONS) == singles | {"standard", "standard_erasing", "strong"}
+    assert set(OPTIONS) == singles | {"standard", "standard_erasing", "strong", "flip_alternate"}
     assert {op.op for op in _ops("strong")} == set(OPS)
     assert [op.op for op in _ops("standard_erasing")] == ["flip", "crop", "erasing"]
 

@@ -1,4 +1,4 @@
-"""Two initializations from airbench (Keller Jordan's CIFAR-10 speed runs) that any network can take:
+"""Two initializations from airbench (Keller Jordan's speed runs) that any network can take:
 a whitening first layer fitted on the training images, and identity (dirac) convolutions.
 
 Neither exists in torch: ``torch.nn.init.dirac_`` fills a whole weight (it needs out >= in channels and

@@ -55,8 +55,9 @@ def train(cfg: DictConfig) -> dict:
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
         last_val = _metrics(trainer, "val/")
-        # the last epoch's training metrics (accuracy, loss, sparsity, penalty) for reports of overfitting
-        last_train = {k: v for k, v in _metrics(trainer, "train/").items() if not k.endswith("_step")}
+        # the weights' sparsity at the last epoch's end (for the L1/L2 report); not the epoch's running
+        # means (accuracy, loss), which a run resumed mid-epoch has only from its resume on
+        last_train = _metrics(trainer, "train/sparsity")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks):
             # SWA leaves the averaged weights in the model at the end: test and keep those
