@@ -36,7 +36,9 @@ class WarnAtStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         first_start = not os.environ.get("SLURM_RESTART_COUNT")
         if first_start and trainer.global_step == self.step and trainer.global_rank == 0:
-            subprocess.run(["scancel", "--signal=USR2", os.environ["SLURM_JOB_ID"]], check=True)
+            # scancel runs inside the job, so SLURM signals it too: it ignores USR2 (kept across exec)
+            job = os.environ["SLURM_JOB_ID"]
+            subprocess.run(["sh", "-c", 'trap "" USR2; exec scancel --signal=USR2 "$0"', job], check=True)
 
 
 def _cluster_env() -> dict:
