@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run ON a GPU machine (no internet), after scripts/gpu_prepare.sh here; carry .whl and .fmnist.
-# A few minutes: the tests marked `gpu`, then the benchmark with trainer=gpu. Results go to $OUT
-# (or gpu_out/): gpu_tests.log, bench_gpu.json, bench_gpu.log.
+# About 7 minutes: the tests marked `gpu` (CUDA's own sync detector among them), a 3-seed race of
+# experiment=fashion_fast, then the overhead benchmark, each with trainer=gpu and under its own time limit.
+# Results go to $OUT (or gpu_out/): gpu.txt, gpu_tests.log, race_gpu.log, race_gpu.json, bench_gpu.json, bench_gpu.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -11,7 +12,10 @@ if ! python3 -c "import hydra" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} RECIPELAB_DEBIAN_DIR=$PWD/.fmnist PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log"
-python3 -m recipelab.bench --steps 300 --rounds 3 --full --out "$OUT/bench_gpu.json" \
-  trainer=gpu logger=csv 2>&1 | tee "$OUT/bench_gpu.log"
+export WANDB_MODE=disabled
+{ nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c "import torch, lightning; print(torch.__version__, lightning.__version__)"; } | tee "$OUT/gpu.txt"
+timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 240 python3 -m recipelab.bench --race --seeds 3 --budget 180 --out "$OUT/race_gpu.json" \
+  experiment=fashion_fast trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/race_gpu.log"
+timeout 90 python3 -m recipelab.bench --steps 300 --rounds 3 --out "$OUT/bench_gpu.json" \
+  trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/bench_gpu.log"

@@ -8,6 +8,9 @@ happened in. Only the batches whose loggers write (and read values anyway) may c
 
 from __future__ import annotations
 
+import traceback
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -85,3 +88,47 @@ def test_the_training_step_syncs_only_on_the_steps_the_loggers_write(tmp_path, r
     logging_batches = {b for b in range(50) if (b + 1) % EVERY == 0}
     assert set(probe.syncs) <= logging_batches, probe.syncs
     assert set(probe.syncs) == logging_batches  # the probe works: the logging steps do read values
+
+
+class CudaSyncProbe(SyncProbe):
+    """On a GPU, CUDA's own detector (``torch.cuda.set_sync_debug_mode``) warns on every call that makes
+    the host wait for the device, blocking copies included; each warning is kept, with the Python stack
+    it came from, under the batch it happened in."""
+
+    def on_train_start(self, trainer, pl_module):
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("always")
+        warnings.showwarning = self._record
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, trainer, pl_module):
+        torch.cuda.set_sync_debug_mode(0)
+        self._warnings.__exit__(None, None, None)
+
+    def _record(self, message, category, filename, lineno, file=None, line=None):
+        if self.batch is not None and "synchronizing" in str(message):
+            self.syncs.setdefault(self.batch, []).append("".join(traceback.format_stack(limit=12)[:-1]))
+
+
+@pytest.mark.gpu
+def test_no_cuda_sync_on_the_steps_that_do_not_log(tmp_path):
+    cfg = compose_train(
+        "experiment=fashion_fast",
+        "trainer=gpu",
+        "data.train_size=1000",
+        "data.batch_size=20",
+        "data.val_size=200",
+        "trainer.max_epochs=1",
+        f"trainer.log_every_n_steps={EVERY}",
+        "logger=csv",
+        f"paths.output_dir={tmp_path}",
+        "+callbacks.sync_probe._target_=tests.training.test_no_sync.CudaSyncProbe",
+    )
+    run = build_run(cfg)
+    probe = next(c for c in run.callbacks if isinstance(c, CudaSyncProbe))
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.trainer.global_step == 50
+    quiet = {b: stacks for b, stacks in probe.syncs.items() if (b + 1) % EVERY}
+    assert not quiet, "\n".join(f"batch {b}:\n{stacks[0]}" for b, stacks in sorted(quiet.items())[:3])
+    assert probe.syncs  # the detector works: the logging steps read values
