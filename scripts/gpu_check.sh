@@ -14,8 +14,8 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} RECIPELAB_DEBIAN_DIR=$PWD/.fmnist PYTHONUNBUFFERED=1
 export WANDB_MODE=disabled
 { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c "import torch, lightning; print(torch.__version__, lightning.__version__)"; } | tee "$OUT/gpu.txt"
-timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/training/test_no_sync.py 2>&1 | tee "$OUT/gpu_tests.log"
 timeout 240 python3 -m recipelab.bench --race --seeds 3 --budget 180 --out "$OUT/race_gpu.json" \
   experiment=fashion_fast trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/race_gpu.log"
-timeout 90 python3 -m recipelab.bench --steps 300 --rounds 3 --out "$OUT/bench_gpu.json" \
+timeout 150 python3 -m recipelab.bench --steps 300 --rounds 3 --out "$OUT/bench_gpu.json" \
   trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/bench_gpu.log"

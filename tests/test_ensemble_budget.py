@@ -50,11 +50,11 @@ def test_the_script_trains_the_arms_and_members_then_combines(tmp_path):
     out = tmp_path / "out"
     (out / "arms" / "0" / "checkpoints" / "members").mkdir(parents=True)  # a snapshot job
     (out / "arms" / "1" / "checkpoints").mkdir(parents=True)  # a single-model job
-    proc, calls = run_script(tmp_path, "data.train_size=500", EPOCHS="10", MEMBERS="2")
+    proc, calls = run_script(tmp_path, "data.train_size=500", EPOCHS="10", MEMBERS="2", SEEDS="1,2,3")
     assert proc.returncode == 0, proc.stderr
     budget = "ensemble_budget.epochs=10 ensemble_budget.member_epochs=5"
     assert calls == [
-        f"-m recipelab.train -m experiment=ensemble_budget {budget} hydra.sweep.dir={out}/arms "
+        f"-m recipelab.train -m experiment=ensemble_budget {budget} seed=1,2,3 hydra.sweep.dir={out}/arms "
         "data.train_size=500",
         "-m recipelab.train -m experiment=ensemble_budget arm=member seed=1,2 name=ensemble_budget_members "
         f"{budget} hydra.sweep.dir={out}/members data.train_size=500",
