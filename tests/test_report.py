@@ -75,6 +75,22 @@ def test_one_row_per_variant_with_the_numbers_of_its_completed_jobs(tmp_path):
     assert adam["epochs to baseline val/acc"] == "1" and sgd["epochs to baseline val/acc"] == "3"
 
 
+def test_the_train_test_gap_from_each_jobs_evaluate_json(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    train_acc = {0: 0.99, 1: 0.95, 2: 0.97, 3: 0.90}  # recipelab.evaluate split=train, per job
+    for num, acc in train_acc.items():
+        # evaluate.json's own test/acc must not replace the run's (metrics.json's)
+        evaluated = {"split": "train", "metrics": {"train/acc": acc, "test/acc": 0.5}}
+        (sweep / str(num) / "evaluate.json").write_text(json.dumps(evaluated))
+    doc = report(sweep, ReportOptions(metrics=("train_test/gap",), wandb=False))
+    rows = {v["variant"]: v["metrics"] for v in doc["variants"]}
+    gaps = np.array([0.99 - 0.80, 0.95 - 0.82, 0.97 - 0.85])
+    assert rows["optimizer=sgd"]["train_test/gap"]["mean"] == pytest.approx(gaps.mean())
+    assert rows["optimizer=sgd"]["test/acc"]["mean"] == pytest.approx(np.mean([0.80, 0.82, 0.85]))
+    assert rows["optimizer=adam"]["train_test/gap"]["mean"] == pytest.approx(0.90 - 0.88)
+    assert "train_test/gap (lower is better)" in (sweep / "report.md").read_text()
+
+
 def test_markdown_marks_failed_and_diverged_jobs_and_the_plots_exist(tmp_path):
     sweep = make_sweep(tmp_path / "sweep")
     report(sweep, OFF)

@@ -157,7 +157,7 @@ def build(sweep_dir: Path, options: ReportOptions) -> dict:
             "pass report.allow_mixed_code=true to pair them anyway"
         )
     metrics = list(dict.fromkeys(["test/acc", *options.metrics]))
-    known = {m for j in jobs if j.status == "completed" for m in j.record.get("metrics", {})}
+    known = {m for j in jobs if j.status == "completed" for m in j.metrics}
     unknown = [m for m in metrics if known and m not in known]
     if unknown:
         raise UserError(

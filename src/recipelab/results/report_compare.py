@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 from recipelab.results import stats
 from recipelab.results.report_jobs import Job
 
-LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error")
+LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error", "gap")
 SUMMARY_METRICS = ("test/acc", "test/loss")  # always summarized; report.metrics are added
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0

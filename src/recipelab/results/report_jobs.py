@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from recipelab.errors import UserError
-from recipelab.results.runs import job_dirs, read_history, read_overrides, read_record
+from recipelab.results.runs import job_dirs, read_evaluation, read_history, read_overrides, read_record
 
 SEED_KEYS = ("seed", "data.fold")  # what varies between a variant's repeats: a k-fold fold counts as a seed
 
@@ -24,6 +24,7 @@ class Job:
     record: dict
     config: dict = field(default_factory=dict)  # .hydra/config.yaml as stored (interpolations unresolved)
     history: list[dict] = field(default_factory=list)  # one row per validation: epoch, val/acc, ...
+    evaluated: dict = field(default_factory=dict)  # evaluate.json's metrics, if the job was evaluated
 
     @property
     def name(self) -> str:
@@ -33,9 +34,18 @@ class Job:
     def status(self) -> str:
         return self.record.get("status", "failed")  # no record: the job died before writing one
 
+    @property
+    def metrics(self) -> dict:
+        """metrics.json's values, then what ``recipelab.evaluate`` wrote beside it (``evaluate.json``;
+        ``split=train`` gives ``train/acc``, and with the run's ``test/acc`` the gap ``train_test/gap``)."""
+        metrics = {**self.evaluated, **self.record.get("metrics", {})}
+        if "train/acc" in metrics and "test/acc" in metrics:
+            metrics["train_test/gap"] = metrics["train/acc"] - metrics["test/acc"]
+        return metrics
+
     def metric(self, name: str) -> float | None:
         """A completed job's finite value of ``name``, else None."""
-        value = self.record.get("metrics", {}).get(name) if self.status == "completed" else None
+        value = self.metrics.get(name) if self.status == "completed" else None
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     @property
@@ -98,7 +108,8 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for folder in job_dirs(sweep_dir):
         record = read_record(folder) or {}
-        jobs.append(Job(folder, read_overrides(folder), record, _config(folder), _history(folder, record)))
+        history, evaluated = _history(folder, record), read_evaluation(folder)
+        jobs.append(Job(folder, read_overrides(folder), record, _config(folder), history, evaluated))
     if not jobs:
         raise UserError(f"{sweep_dir}: no sweep jobs found (job folders hold .hydra/); pass a sweep folder")
     return jobs

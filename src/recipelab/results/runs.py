@@ -20,6 +20,12 @@ def read_record(run_dir) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def read_evaluation(run_dir) -> dict:
+    """The metrics ``recipelab.evaluate`` wrote into the run folder (``evaluate.json``), or {}."""
+    path = Path(run_dir) / "evaluate.json"
+    return json.loads(path.read_text()).get("metrics", {}) if path.is_file() else {}
+
+
 def read_overrides(run_dir) -> dict[str, str]:
     """The run's command-line overrides (``.hydra/overrides.yaml``) as key → value."""
     overrides = yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or []
