@@ -156,7 +156,10 @@ def make_paired_sweep(root):
             "seed": seed,
             "group": "2025-01-01_00-00-00_ablate",
             "metrics": {"test/acc": float(ACC[opt][i]), "test/nll": float(NLL[opt][i])},
-            "history": [{"epoch": e, "step": 10 * e, "val/acc": v} for e, v in enumerate(CURVES[opt])],
+            "history": [
+                {"epoch": e, "step": 10 * e, "time_s": (10.0 + seed) * (e + 1) / 3, "val/acc": v}
+                for e, v in enumerate(CURVES[opt])
+            ],
             "train_time_s": 10.0 + seed,
             "epochs": 3,
             "steps": 20,
@@ -200,11 +203,16 @@ def test_paired_statistics_match_an_exact_computation(tmp_path):
         np.sort(ACC["adam"])[1:-1].mean()
     )  # 7 // 4 cut
     assert adam["cost"]["epochs_to_baseline_val_acc"] == 2  # 0.72 >= sgd's final 0.7 at its second epoch
+    # the training seconds by the end of that epoch, averaged over adam's seeds
+    assert adam["cost"]["seconds_to_baseline_val_acc"] == pytest.approx(
+        np.mean([(10.0 + s) * 2 / 3 for s in SEEDS])
+    )
     assert rows["optimizer=adamw"]["cost"]["epochs_to_baseline_val_acc"] is None  # never reaches 0.7
     speeds = [min(60000 - 5000, 2000) * 3 / (10.0 + s) for s in SEEDS]
     assert adam["cost"]["images_per_s"] == pytest.approx(np.mean(speeds))
     md = (sweep / "report.md").read_text()
     assert "| better (permutation, Holm p = " in md and "test/nll (lower is better)" in md
+    assert f"| 2 ({adam['cost']['seconds_to_baseline_val_acc']:.1f} s) |" in md
 
 
 def test_the_report_run_in_wandb_holds_the_tables_and_the_plots(tmp_path, monkeypatch):

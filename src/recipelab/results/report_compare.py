@@ -50,11 +50,13 @@ def val_curve(jobs: list[Job]) -> list[dict]:
 
 def summarize(name: str, jobs: list[Job], metrics: list[str], target: float | None) -> dict:
     """One variant: its jobs' statuses, each metric's summary over completed jobs, curve and cost.
-    ``target``: the baseline's final mean val/acc (its epochs-to-reach is the cost in epochs)."""
+    ``target``: the baseline's final mean val/acc (its epochs and seconds to reach it are the cost)."""
     done = [j for j in jobs if j.status == "completed"]
     curve = val_curve(done)
     means = {p["epoch"]: p["mean"] for p in curve}
     reached = None if target is None else stats.epochs_to_reach(means, target)
+    # the jobs' mean training seconds by the end of that epoch (history rows carry time_s)
+    seconds = [row.get("time_s") for j in done for row in j.history if int(row["epoch"]) == reached]
     speeds = [
         j.train_images() * j.record["epochs"] / j.record["train_time_s"]
         for j in done
@@ -74,6 +76,7 @@ def summarize(name: str, jobs: list[Job], metrics: list[str], target: float | No
             "wall_time_s": _mean(j.record.get("wall_time_s") for j in done),
             "epochs": _mean(j.record.get("epochs") for j in done),
             "epochs_to_baseline_val_acc": None if reached is None else reached + 1,
+            "seconds_to_baseline_val_acc": _mean(seconds),
             "images_per_s": _mean(speeds),
         },
     }

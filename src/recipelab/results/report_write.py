@@ -28,11 +28,18 @@ COLUMNS = (
     "wall time s",
     "train time s",
     "epochs to baseline val/acc",
+    "seconds to baseline val/acc",
     "images/s",
 )
 STAT_COLUMNS = ("iqm", "min", "max")
 COMPARISON_COLUMNS = ("paired seeds", "diff", "diff ci low", "diff ci high", "p perm", "p t-test")
 VERDICT_COLUMNS = ("p holm", "test used", "verdict", "min detectable diff", "prob improvement")
+
+
+def _reach(cost: dict) -> str:
+    """Epochs to the baseline's final mean val/acc, with the training seconds by then where known."""
+    epochs, seconds = cost["epochs_to_baseline_val_acc"], fmt(cost["seconds_to_baseline_val_acc"], 1)
+    return fmt(epochs) + (f" ({seconds} s)" if epochs is not None and seconds != "—" else "")
 
 
 def clean(x):
@@ -65,6 +72,7 @@ def csv_rows(doc: dict) -> tuple[list[str], list[dict]]:
             "wall time s": cost["wall_time_s"],
             "train time s": cost["train_time_s"],
             "epochs to baseline val/acc": cost["epochs_to_baseline_val_acc"],
+            "seconds to baseline val/acc": cost["seconds_to_baseline_val_acc"],
             "images/s": cost["images_per_s"],
         }
         for m, s in v["metrics"].items():
@@ -128,7 +136,8 @@ def markdown(doc: dict) -> str:
     if prov["mixed_pairs"]:
         lines += ["", f"**Mixed code** (report.allow_mixed_code): {'; '.join(prov['mixed_pairs'])}."]
     header = ["variant", "n", "test/acc", "IQM", "min – max", "test/loss", "Δ test/acc [95% CI]", "verdict"]
-    header += ["train time (s)", "epochs to baseline val/acc", "images/s", "best epoch", "failed", "diverged"]
+    header += ["train time (s)", "epochs (s) to baseline val/acc", "images/s"]
+    header += ["best epoch", "failed", "diverged"]
     rows = []
     for v in doc["variants"]:
         acc, c = v["metrics"]["test/acc"], comparison_of(doc, v["variant"], "test/acc")
@@ -144,7 +153,7 @@ def markdown(doc: dict) -> str:
                 "baseline" if v["baseline"] else _interval(c),
                 "baseline" if v["baseline"] else c["verdict"]["words"],
                 fmt(cost["train_time_s"], 1),
-                fmt(cost["epochs_to_baseline_val_acc"]) if v["n"] else "—",
+                _reach(cost) if v["n"] else "—",
                 fmt(cost["images_per_s"], 0),
                 fmt(v["best_epoch"]),
                 v["failed"],
