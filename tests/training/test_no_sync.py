@@ -68,23 +68,32 @@ def test_the_probe_sees_a_sync():
     assert probe.syncs == {0: ["_local_scalar_dense", "nonzero"]}
 
 
-@pytest.mark.parametrize("recipe", [[], ["experiment=fashion_fast"]], ids=["default", "fashion_fast"])
-def test_the_training_step_syncs_only_on_the_steps_the_loggers_write(tmp_path, recipe):
+def fit_with(probe_cls, tmp_path, *recipe):
+    """A 50-step fit (batches 19 and 39 log) with ``probe_cls`` first among the callbacks, so that a batch's
+    number is set before the other callbacks' hooks of that batch run; the probe."""
     cfg = compose_train(
         *recipe,
         "data.train_size=1000",
-        "data.batch_size=20",  # 50 steps: batches 19 and 39 log
+        "data.batch_size=20",
         "data.val_size=200",
         "trainer.max_epochs=1",
         f"trainer.log_every_n_steps={EVERY}",
         "logger=csv",
         f"paths.output_dir={tmp_path}",
-        "+callbacks.sync_probe._target_=tests.training.test_no_sync.SyncProbe",
+        f"+callbacks.sync_probe._target_=tests.training.test_no_sync.{probe_cls.__name__}",
     )
     run = build_run(cfg)
-    probe = next(c for c in run.callbacks if isinstance(c, SyncProbe))
+    probe = next(c for c in run.callbacks if isinstance(c, probe_cls))
+    run.trainer.callbacks.remove(probe)
+    run.trainer.callbacks.insert(0, probe)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.global_step == 50
+    return probe
+
+
+@pytest.mark.parametrize("recipe", [[], ["experiment=fashion_fast"]], ids=["default", "fashion_fast"])
+def test_the_training_step_syncs_only_on_the_steps_the_loggers_write(tmp_path, recipe):
+    probe = fit_with(SyncProbe, tmp_path, *recipe)
     logging_batches = {b for b in range(50) if (b + 1) % EVERY == 0}
     assert set(probe.syncs) <= logging_batches, probe.syncs
     assert set(probe.syncs) == logging_batches  # the probe works: the logging steps do read values
@@ -113,25 +122,7 @@ class CudaSyncProbe(SyncProbe):
 
 @pytest.mark.gpu
 def test_no_cuda_sync_on_the_steps_that_do_not_log(tmp_path):
-    cfg = compose_train(
-        "experiment=fashion_fast",
-        "trainer=gpu",
-        "data.train_size=1000",
-        "data.batch_size=20",
-        "data.val_size=200",
-        "trainer.max_epochs=1",
-        f"trainer.log_every_n_steps={EVERY}",
-        "logger=csv",
-        f"paths.output_dir={tmp_path}",
-        "+callbacks.sync_probe._target_=tests.training.test_no_sync.CudaSyncProbe",
-    )
-    run = build_run(cfg)
-    probe = next(c for c in run.callbacks if isinstance(c, CudaSyncProbe))
-    # first, so that a batch's number is set before the other callbacks' hooks of that batch run
-    run.trainer.callbacks.remove(probe)
-    run.trainer.callbacks.insert(0, probe)
-    run.trainer.fit(run.module, datamodule=run.datamodule)
-    assert run.trainer.global_step == 50
+    probe = fit_with(CudaSyncProbe, tmp_path, "experiment=fashion_fast", "trainer=gpu")
     quiet = {b: stacks for b, stacks in probe.syncs.items() if (b + 1) % EVERY}
     assert not quiet, "\n".join(f"batch {b}:\n{stacks[0]}" for b, stacks in sorted(quiet.items())[:3])
     assert probe.syncs  # the detector works: the logging steps read values
