@@ -157,6 +157,27 @@ def test_ema_every_k_steps_equals_the_formula():
     torch.testing.assert_close(module.model.head.weight.detach(), expected)  # swapped in at fit end
 
 
+def test_ema_starts_at_start_epoch_from_a_copy_of_the_weights():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 1, 6, 6), torch.randint(0, 10, (64,))
+    module = RecipeModule(ConvNet((4,), 1), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    weights, decay = _Weights(), 0.9
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[weights, EMA(decay=decay, start_epoch=1)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=TensorBatchLoader(x, y, batch_size=8))  # 8 steps an epoch
+    assert len(weights.after_step) == 24
+    expected = weights.after_step[8]  # epoch 1's first step: a copy; epoch 0 left out
+    for w in weights.after_step[9:]:
+        expected = decay * expected + (1 - decay) * w
+    torch.testing.assert_close(module.model.head.weight.detach(), expected)
+
+
 def test_the_ema_checkpoint_is_tested_on_its_averaged_weights(tmp_path):
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 6, 6), torch.randint(0, 10, (64,))

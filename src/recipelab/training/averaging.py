@@ -15,6 +15,18 @@ class EMA(EMAWeightAveraging):
     the checkpoint that the averaged ones had been chosen by. Outside fit the ``state_dict`` stays.
     """
 
+    def __init__(self, *args, start_epoch: int = 0, **kwargs):
+        """``start_epoch``: the first epoch whose steps update the average (its first update copies the
+        weights). Lightning's ``update_starting_at_epoch`` does not delay the step updates: with
+        ``update_starting_at_step`` unset they run from the first step, so a short run's average stays
+        close to the initial weights."""
+        super().__init__(*args, **kwargs)
+        self.start_epoch = start_epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch >= self.start_epoch:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
