@@ -188,6 +188,18 @@ def decide(b, v, **kw):
     return c, verdict(c, holm([p])[0], higher_is_better=kw.get("higher_is_better", True))
 
 
+def test_the_permutation_test_decides_only_where_holm_lets_it_reach_alpha():
+    b, v = pair([0.02, 0.025, 0.021, 0.03, 0.018, 0.024])  # 6 seeds, each favouring the variant
+    c = paired_comparison(b, v, n_resamples=FAST)
+    assert c["p_perm"] == pytest.approx(2 / 2**6)  # the smallest a 6-seed sign-flip test can give
+    assert decisive_test(c, family=1) == ("permutation", c["p_perm"])
+    # two variants: Holm doubles the smallest p to 0.0625 > 0.05, so the t-test decides
+    assert decisive_test(c, family=2) == ("t-test", c["t_test"]["p"])
+    t_p = c["t_test"]["p"]
+    assert verdict(c, holm([t_p, t_p])[0], family=2)["verdict"] == "better"
+    assert verdict(c, holm([c["p_perm"]] * 2)[0], family=2)["test_used"] == "t-test"
+
+
 def test_identical_variants_show_no_difference():
     b = {s: 0.85 + 0.01 * s for s in range(6)}
     c, out = decide(b, dict(b))

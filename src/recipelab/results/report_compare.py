@@ -116,9 +116,9 @@ def compare(
                 if j.pair_key in unpaired
             ]
             rows.append({"variant": name, "metric": metric, **c})
-        adjusted = stats.holm([stats.decisive_test(r, alpha)[1] for r in rows])
+        adjusted = stats.holm([stats.decisive_test(r, alpha, len(rows))[1] for r in rows])
         for row, adj in zip(rows, adjusted, strict=True):
-            row["verdict"] = stats.verdict(row, adj, alpha, hib)
+            row["verdict"] = stats.verdict(row, adj, alpha, hib, family=len(rows))
             row["verdict"]["power"] = POWER
             row["verdict"]["words"] = verdict_words(row)
         out += rows
