@@ -187,7 +187,7 @@ def build(sweep_dir: Path, options: ReportOptions) -> dict:
             f"seed {rc.BOOTSTRAP_SEED}",
             "permutation": "sign flips of the paired differences, exact up to 16 seeds",
             "t_test_assumption": rc.stats.T_ASSUMPTION,
-            "decides": "the permutation test where the seeds let its p reach alpha, else the paired t-test",
+            "decides": "the permutation test where its p can reach alpha after Holm, else the paired t-test",
             "multiple_comparisons": "Holm across variants, per metric",
             "verdict": "better/worse when the Holm-adjusted p <= alpha and the bootstrap interval excludes 0",
             "min_detectable_diff": f"normal approximation, power {rc.POWER}",

@@ -180,10 +180,8 @@ def holm(p_values: list[float]) -> list[float]:
 
 def decisive_test(comparison: dict, alpha: float = 0.05, family: int = 1) -> tuple[str, float]:
     """Which test decides and its unadjusted p: the permutation test when n lets it reach ``alpha`` after
-    Holm's correction over ``family`` comparisons (``p_perm_min * family <= alpha``: Holm multiplies the
-    smallest p by the family's size), else the paired t-test. Feed these p's to ``holm`` across variants.
-    With 6 seeds (smallest p 2/64) and 2 variants, every seed favouring one side gave Holm p 0.0625: the
-    permutation test could not decide there, so the t-test does."""
+    Holm over ``family`` comparisons (``p_perm_min * family <= alpha``; 6 seeds and 2 variants cannot:
+    2/64 * 2 > 0.05), else the paired t-test. Feed these p's to ``holm`` across variants."""
     if comparison["p_perm_min"] * family <= alpha:  # False for NaN (n = 0)
         return "permutation", comparison["p_perm"]
     return "t-test", comparison["t_test"]["p"]
