@@ -201,9 +201,7 @@ def min_detectable_diff(comparison: dict, alpha: float = 0.05, power: float = 0.
     return float(z * sigma / math.sqrt(max(n, 1)))
 
 
-def verdict(
-    comparison: dict, adjusted_p: float, alpha: float = 0.05, higher_is_better: bool = True, family: int = 1
-) -> dict:
+def verdict(comparison: dict, adjusted_p: float, alpha=0.05, higher_is_better=True, family=1) -> dict:
     """The label: "better"/"worse" when the (Holm-)adjusted p of the deciding test is <= alpha AND the
     bootstrap interval excludes 0; otherwise "no difference detected". ``adjusted_p`` comes from ``holm``
     over the ``decisive_test`` p's of all ``family`` variants."""
