@@ -63,8 +63,8 @@ ablate-sparsity: install ## claim 5: l1 vs l2 penalty (train/sparsity), 6 seeds 
 ablate-overfitting: install ## claim 6: none/dropout/dropconnect x augmentation none/standard on 10k images, 3 seeds
 	$(PY) -m recipelab.train -m experiment=ablate_overfitting $(ARGS)
 
-ablate-ensemble-budget: install ## claim 8: single vs 5-seed / snapshot ensemble vs SWA vs EMA at equal epochs [EPOCHS=20 MEMBERS=5]
-	$(if $(EPOCHS),EPOCHS=$(EPOCHS)) $(if $(MEMBERS),MEMBERS=$(MEMBERS)) PY=$(PY) bash scripts/ensemble_budget.sh $(ARGS)
+ablate-ensemble-budget: install ## claim 8: single vs 5-seed / snapshot ensemble vs SWA vs EMA at equal epochs [EPOCHS=20 MEMBERS=5 SEEDS=1,2,3,4,5]
+	$(if $(EPOCHS),EPOCHS=$(EPOCHS)) $(if $(MEMBERS),MEMBERS=$(MEMBERS)) $(if $(SEEDS),SEEDS=$(SEEDS)) PY=$(PY) bash scripts/ensemble_budget.sh $(ARGS)
 
 test: install ## the fast test suite (slow tests excluded)
 	$(PY) -m pytest -q $(ARGS)
