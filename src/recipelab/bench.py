@@ -17,7 +17,8 @@
    sweep, kept under logs/race/<name>/ for the report); the test accuracies' mean, std and min, the
    training times, and when the seeds' mean val/acc first reached 0.93 and 0.94. It is written under
    ``race.<name>`` into the --out file, beside the figures already there (the other measures are skipped).
-Timings are printed and written to bench.json; nothing here is asserted. Take them on an idle machine.
+Timings are printed and written to bench.json (each run keeps the others' figures in it); nothing here
+is asserted. Take them on an idle machine.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main(argv=None) -> dict:
         }
         if args.full:
             result["time_to_accuracy"] = time_to_accuracy(Path(tmp), 0.92, args.overrides)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_merged(Path(args.out), result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rounds", "recipe")}, indent=2))
     return result
 
@@ -123,11 +124,20 @@ def race(args) -> dict:
     records = run_race(args.overrides, args.seeds, f"race_{name}", log_dir)
     result = summarize(records, budget_s=args.budget)
     result["recipe"] = args.overrides
-    out = Path(args.out)
-    whole = json.loads(out.read_text()) if out.is_file() else {}
-    whole.setdefault("race", {})[name] = result
-    out.write_text(json.dumps(whole, indent=2) + "\n")
+    whole = write_merged(Path(args.out), {"race": {name: result}})
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
+    return whole
+
+
+def write_merged(out: Path, update: dict) -> dict:
+    """Writes ``update`` into the --out file over what is there: the overhead run replaces its own
+    measures and keeps the races; a race replaces only its own ``race.<name>`` entry."""
+    whole = json.loads(out.read_text()) if out.is_file() else {}
+    races = {**whole.get("race", {}), **update.get("race", {})}
+    whole.update(update)
+    if races:
+        whole["race"] = races
+    out.write_text(json.dumps(whole, indent=2) + "\n")
     return whole
 
 

@@ -17,6 +17,7 @@ ARMS = {
     "flip_alternate": {"augmentation.ops"},
     "tta_shift": {"tta_shift"},
     "stages": {"model.widths", "model.depth"},
+    "final_weights": {"callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.filename"},
 }
 
 
@@ -35,6 +36,16 @@ def test_the_fast_recipe_turns_its_tricks_on():
     cfg = compose_train("experiment=fashion_fast")
     assert cfg.whiten.kernel == 2 and cfg.dirac_init and cfg.tta_shift == 1
     assert list(cfg.model.depth) == [1, 1, 2, 2] and cfg.augmentation.ops[0].alternate
+    assert cfg.callbacks.model_checkpoint.monitor is None  # the final weights are tested
+
+
+def test_the_accuracy_recipe_is_the_fast_one_wider_and_longer():
+    fast, best = compose_train("experiment=fashion_fast"), compose_train("experiment=fashion_best")
+    assert best.whiten.kernel == 2 and best.dirac_init and best.tta_shift == 1
+    assert best.callbacks.model_checkpoint.monitor is None
+    assert [b // f for b, f in zip(best.model.widths, fast.model.widths, strict=True)] == [3] * 4
+    assert best.trainer.max_epochs > 3 * fast.trainer.max_epochs
+    assert [op.op for op in best.augmentation.ops] == ["flip", "crop", "erasing"]
 
 
 @pytest.mark.parametrize("arm", sorted(ARMS))
@@ -74,3 +85,30 @@ def test_preflight_refuses_a_negative_tta_shift():
         cfg = validate._compose(["tta_shift=-1"])
         with pytest.raises(UserError, match=r"^tta_shift=-1: must be an integer >= 0"):
             validate.check(cfg, ["tta_shift=-1"])
+
+
+@pytest.mark.parametrize(("arm", "tested_epoch"), [("none", 1), ("final_weights", 0)])
+def test_the_fast_recipe_tests_its_final_weights(tmp_path, arm, tested_epoch):
+    """With an lr too small to move any weight (and no batch statistics) val/acc ties at every epoch:
+    the best-val/acc choice keeps the first epoch, the final-weights choice tests the last one."""
+    import torch
+
+    from tests.conftest import train_cli
+
+    run = train_cli(
+        tmp_path,
+        "experiment=fashion_fast_ablation",
+        f"without={arm}",
+        "normalization=none",
+        "optimizer.lr=1e-30",
+        "trainer.max_epochs=2",
+        "data.train_size=500",
+        "logger=csv",
+    )
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    record = run.metrics()
+    vals = [row["val/acc"] for row in record["history"] if "val/acc" in row]
+    assert len(vals) == 2 and vals[0] == vals[1]
+    tested = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert tested["epoch"] == tested_epoch
+    assert tested["global_step"] == record["steps"] * (tested_epoch + 1) // 2
