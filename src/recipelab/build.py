@@ -26,6 +26,7 @@ from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.run import distributed, resume, tracking
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 from recipelab.training.optim import describe_param_groups, scaled_lr
+from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import GracefulStop, ValidationHistory
 
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
@@ -176,8 +177,9 @@ def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
     module = build_module(cfg, datamodule.batch_size)
     loggers = build_loggers(cfg) if "logger" not in trainer_overrides else []
     callbacks = build_callbacks(cfg, logging=bool(loggers)) if "callbacks" not in trainer_overrides else []
+    quiet = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
     trainer = instantiate(
-        cfg.trainer, **{"callbacks": callbacks, "logger": loggers or False, **trainer_overrides}
+        cfg.trainer, **{"callbacks": callbacks, "logger": loggers or False, **quiet, **trainer_overrides}
     )
     datamodule.batch_size = distributed.per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)

@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from recipelab.models.whiten import Whitening
@@ -85,8 +84,11 @@ class RecipeModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.train_loss = MeanMetric(nan_strategy="disable")  # its NaN check syncs; divergence is checked
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # The epoch's training loss and accuracy: running sums on the loss's device, added by hand because
+        # torchmetrics' two updates cost ~0.18 ms a step on 2 CPU cores (0.3% of the default step) against
+        # ~0.03 ms for these. DDP ranks add their sums once, at epoch end.
+        self._train_sums: tuple[torch.Tensor, torch.Tensor] | None = None  # batch losses, correct answers
+        self._train_counts = [0, 0]  # batches, samples
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
@@ -160,8 +162,7 @@ class RecipeModule(L.LightningModule):
         # running sums; values are logged on the steps the loggers write (log_every_n_steps) and at epoch
         # end. The learning rate is logged by the LearningRateMonitor callback on those same steps.
         if not self._counted:  # once per batch, however often the optimizer re-evaluates the loss
-            self.train_loss.update(loss.detach())
-            self.train_acc.update(logits.detach(), y)
+            self._add_to_epoch(loss.detach(), logits.detach(), y)
             self._counted = True
         if self.logs_this_step():  # not on the progress bar: Lightning would read its value every step
             self.log("train/loss_step", loss.detach())
@@ -176,9 +177,24 @@ class RecipeModule(L.LightningModule):
         every = self.trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
 
+    def _add_to_epoch(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self._train_sums is None:
+            self._train_sums = (loss.new_zeros((), dtype=torch.float32), y.new_zeros((), dtype=torch.long))
+        loss_sum, correct = self._train_sums
+        loss_sum.add_(loss)
+        correct.add_((logits.argmax(-1) == y).sum())
+        self._train_counts[0] += 1
+        self._train_counts[1] += len(y)
+
     def on_train_epoch_end(self):
-        self.log("train/loss_epoch", self.train_loss)  # a torchmetrics Metric: computed, then reset
-        self.log("train/acc", self.train_acc)
+        if self._train_sums is not None:  # the mean batch loss and the accuracy over every rank's batches
+            loss_sum, correct = self._train_sums
+            sums = torch.stack([loss_sum, correct.float(), *loss_sum.new_tensor(self._train_counts)])
+            loss_sum, correct, batches, samples = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            # the same values on every rank: sync_dist's mean keeps them (and spares Lightning's warning)
+            self.log("train/loss_epoch", loss_sum / batches, sync_dist=True)
+            self.log("train/acc", correct / samples, sync_dist=True)
+            self._train_sums, self._train_counts = None, [0, 0]
         if self.regularizer is not None:
             self.log("train/sparsity", self.regularizer.sparsity(self.model))
 

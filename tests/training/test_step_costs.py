@@ -1,0 +1,44 @@
+"""What the per-step savings of issue 17 keep: the epoch's training metrics and a run's profiler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.profilers import SimpleProfiler
+
+from recipelab.build import build_run
+from recipelab.training.profiler import QuietProfiler
+from tests.training.composed import compose_train
+
+
+def test_the_epoch_training_metrics_match_the_network_on_the_training_set(tmp_path):
+    """With an lr too small to move a weight (no batch norm, no augmentation, fp32), the logged epoch
+    loss and accuracy are the loss and accuracy of the unchanged network on the training images."""
+    cfg = compose_train(
+        "normalization=none", "augmentation=none", "optimizer.lr=1e-30", "scheduler=none",
+        "trainer.precision=32", "logger=none", "trainer=quiet", "trainer.max_epochs=1",
+        "data.train_size=200", "data.val_size=100", "data.batch_size=50", "trainer.limit_test_batches=1",
+    )  # fmt: skip
+    cfg.paths.output_dir = str(tmp_path)
+    run = build_run(cfg)
+    before = {k: v.clone() for k, v in run.module.model.state_dict().items()}
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert all(torch.equal(before[k], v) for k, v in run.module.model.state_dict().items())
+    images, labels = run.datamodule.splits["train"]
+    with torch.no_grad():
+        logits = run.module(run.datamodule.prepare(images))
+    # four equal batches: the mean of the batch losses is the loss over all 200 images
+    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.regularization.label_smoothing)
+    logged = run.trainer.callback_metrics
+    assert float(logged["train/loss_epoch"]) == pytest.approx(float(loss), rel=1e-5)
+    assert float(logged["train/acc"]) == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+
+
+def test_a_run_without_a_profiler_gets_the_quiet_one_and_a_chosen_profiler_is_kept(tmp_path):
+    quiet = build_run(compose_train("logger=none", "trainer=quiet", f"paths.output_dir={tmp_path}"))
+    assert type(quiet.trainer.profiler) is QuietProfiler
+    with quiet.trainer.profiler.profile("outer") as a, quiet.trainer.profiler.profile("inner") as b:
+        assert a is b is None  # re-entrant, records nothing
+    chosen = build_run(compose_train("logger=none", "debug=profiler", f"paths.output_dir={tmp_path}"))
+    assert type(chosen.trainer.profiler) is SimpleProfiler
