@@ -2,8 +2,8 @@
 
 import pytest
 
-from recipelab.cli import CONF_DIR
 from recipelab.errors import UserError
+from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from tests.conftest import train_cli
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from recipelab.build import build_module
 from recipelab.data import EpochPermutation
-from recipelab.run.wandb_file import read_run
+from recipelab.records.wandb_file import read_run
 from tests.conftest import train_cli
 
 pytestmark = pytest.mark.ddp

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recipelab.errors import Diverged, UserError
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 from recipelab.training.reliability import StopOnDivergence
 from tests.conftest import train_cli
 

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from recipelab.data.fashion_mnist import load
 from recipelab.errors import UserError
+from recipelab.records.wandb_file import read_run, run_files
 from recipelab.results.checkpoint import load_checkpoint, load_member
 from recipelab.results.ensemble import average_weights, resolve_source
-from recipelab.run.wandb_file import read_run, run_files
 from tests.conftest import ROOT, standardize, train_cli
 
 

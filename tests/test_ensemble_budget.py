@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from recipelab.cli import CONF_DIR
+from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from tests.conftest import ROOT
 from tests.training.composed import compose_train

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
-from recipelab.cli import CONF_DIR
+from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from tests.conftest import ROOT
 from tests.training.composed import compose_train

@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 from tests.test_resume import EXACT
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from recipelab.run import tracking
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records import tracking
+from recipelab.records.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 UNREACHABLE = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"}  # the discard port: refused
@@ -21,7 +21,7 @@ def test_offline_is_the_default():
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
     code = (
         "import os; "
-        "from recipelab.run import tracking as t; print(t.settle_wandb_mode(), os.environ['WANDB_MODE'])"
+        "from recipelab.records import tracking as t; print(t.settle_wandb_mode(), os.environ['WANDB_MODE'])"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["offline", "offline"] and proc.stderr == ""

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from recipelab.records.wandb_file import read_run, run_files
 from recipelab.report import ReportOptions, main, report
-from recipelab.run.wandb_file import read_run, run_files
 
 OFF = ReportOptions(wandb=False)
 

@@ -9,11 +9,11 @@ import lightning as L
 import pytest
 import torch
 
-from recipelab.cli import CONF_DIR
 from recipelab.data import TensorBatchLoader, build_augmentation
 from recipelab.errors import UserError
+from recipelab.records.folder import CONF_DIR
+from recipelab.records.wandb_file import read_run, run_files
 from recipelab.run.validate import preflight
-from recipelab.run.wandb_file import read_run, run_files
 from tests.conftest import fashion_dm, train_cli
 
 # 2 epochs of 6 batches, a step checkpoint every 2 steps; dropout and augmentation draw random numbers.

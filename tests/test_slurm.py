@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 from tests.conftest import ROOT, train_cli
 from tests.test_resume import EXACT
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from recipelab.cli import CONF_DIR
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.folder import CONF_DIR
+from recipelab.records.wandb_file import read_run, run_files
 from tests.conftest import train_cli
 
 SMALL = ["data.train_size=300", "data.val_size=300", "trainer.limit_test_batches=2"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 
 
 def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):

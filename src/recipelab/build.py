@@ -23,7 +23,7 @@ from recipelab.data import InMemoryDataModule, build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
-from recipelab.run import distributed, resume, tracking
+from recipelab.records import tracking
 from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
 from recipelab.training.optim import describe_param_groups, scaled_lr
 from recipelab.training.profiler import QuietProfiler
@@ -31,6 +31,18 @@ from recipelab.training.reliability import GracefulStop, ValidationHistory
 
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
 log = logging.getLogger(__name__)
+
+
+def per_process_batch(batch_size, world_size: int):
+    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
+    if world_size == 1:
+        return batch_size
+    if not isinstance(batch_size, int) or batch_size % world_size:
+        raise UserError(
+            f"data.batch_size={batch_size}: under DDP it must be an integer divisible by the number of "
+            f"processes ({world_size} = trainer.devices x trainer.num_nodes)"
+        )
+    return batch_size // world_size
 
 
 @dataclass
@@ -161,7 +173,7 @@ def build_loggers(cfg: DictConfig) -> list:
         if conf._target_.endswith("WandbLogger"):
             tracking.settle_wandb_mode()
             identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
-            identity.update(resume.wandb_resume(Path(cfg.paths.output_dir)))
+            identity.update(tracking.wandb_resume(Path(cfg.paths.output_dir)))
             config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
             loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
         else:
@@ -181,7 +193,7 @@ def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
     trainer = instantiate(
         cfg.trainer, **{"callbacks": callbacks, "logger": loggers or False, **quiet, **trainer_overrides}
     )
-    datamodule.batch_size = distributed.per_process_batch(datamodule.batch_size, trainer.world_size)
+    datamodule.batch_size = per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)
 
 

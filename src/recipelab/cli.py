@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 from recipelab.errors import Diverged, Interrupted, UserError
+from recipelab.records.folder import CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 EXIT_CODES = {UserError: 2, Diverged: 3}
 
 

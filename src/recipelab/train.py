@@ -13,7 +13,8 @@ from functools import partial
 from omegaconf import DictConfig
 
 from recipelab.cli import hydra_entry
-from recipelab.run import sweep, tracking
+from recipelab.records import tracking
+from recipelab.run import sweep
 from recipelab.run.job import train
 from recipelab.run.trial import train_seeds
 

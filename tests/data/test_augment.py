@@ -212,7 +212,7 @@ def test_preview_grid_pairs_originals_with_augmented_and_moves_no_draw():
 
 
 def test_run_saves_the_preview_beside_its_checkpoints_and_logs_it(one_epoch_run):
-    from recipelab.run.wandb_file import read_run, run_files
+    from recipelab.records.wandb_file import read_run, run_files
 
     png = one_epoch_run.run_dir / "augmentation.png"
     assert png.is_file() and (one_epoch_run.run_dir / "checkpoints").is_dir()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipelab.cli import CONF_DIR
 from recipelab.data import InMemoryDataModule
 from recipelab.data.dataset import ImageDataset
 from recipelab.errors import UserError
+from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from tests.conftest import ROOT, train_cli
 from tests.data.test_loaders import _cifar10, _idx_folder, _image_folder

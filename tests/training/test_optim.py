@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from torch import nn
 
 from recipelab.build import build_param_groups
-from recipelab.cli import CONF_DIR
 from recipelab.data import TensorBatchLoader
 from recipelab.errors import UserError
+from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from recipelab.training import RecipeModule
 from recipelab.training.optim import scaled_lr

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recipelab.results.runs import read_record
+from recipelab.records.folder import read_record
 
 TARGETS = (0.93, 0.94)
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from recipelab.cli import CONF_DIR
-from recipelab.results.runs import read_record
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.folder import CONF_DIR, read_record
+from recipelab.records.wandb_file import read_run, run_files
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 

@@ -18,8 +18,8 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from recipelab.cli import CONF_DIR
 from recipelab.errors import UserError
+from recipelab.records.folder import CONF_DIR
 
 # the parts of a stored config that get instantiated, and the config folders their options come from
 REBUILT = {

@@ -12,8 +12,8 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces.workspaces import internal
 
-from recipelab.cli import CONF_DIR
-from recipelab.run import tracking  # noqa: F401  (W&B offline unless WANDB_MODE says otherwise)
+from recipelab.records import tracking  # noqa: F401  (W&B offline unless WANDB_MODE says otherwise)
+from recipelab.records.folder import CONF_DIR
 
 REPORT_TABLE = "report"  # the wandb.Table that results/report.py logs to the sweep's group
 OFFLINE_MODES = {"offline", "dryrun", "disabled"}

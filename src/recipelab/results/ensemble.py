@@ -14,9 +14,9 @@ from torch.optim.swa_utils import update_bn
 
 from recipelab.build import build_model
 from recipelab.errors import UserError
+from recipelab.records.folder import best_checkpoint, group_of, is_run_dir, job_dirs, read_record
 from recipelab.results import temperature
 from recipelab.results.checkpoint import Member, load_member, member_data
-from recipelab.results.runs import best_checkpoint, group_of, is_run_dir, job_dirs, read_record
 from recipelab.results.scores import device_of, scores, split_probs
 
 COMBINE = ("mean", "vote", "weights")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recipelab.records.tracking import write_json
 from recipelab.results.wandb_run import log_result
-from recipelab.run.tracking import write_json
 
 SUMMARY = ("gain_over_best_member", "gain_over_mean_member", "disagreement")
 

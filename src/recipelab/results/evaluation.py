@@ -7,12 +7,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from recipelab.errors import UserError
+from recipelab.records.folder import best_checkpoint, group_of, is_run_dir, run_dir_of
+from recipelab.records.tracking import write_json
 from recipelab.results import temperature
 from recipelab.results.checkpoint import load_member, member_data
-from recipelab.results.runs import best_checkpoint, group_of, is_run_dir, run_dir_of
 from recipelab.results.scores import device_of, scores, split_probs
 from recipelab.results.wandb_run import log_result
-from recipelab.run.tracking import write_json
 
 SPLITS = ("test", "val", "train")  # train: its images without augmentation (the train-test gap)
 

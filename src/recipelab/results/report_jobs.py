@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from recipelab.errors import UserError
-from recipelab.results.runs import job_dirs, read_evaluation, read_history, read_overrides, read_record
+from recipelab.records.folder import job_dirs, read_evaluation, read_history, read_overrides, read_record
 
 SEED_KEYS = ("seed", "data.fold")  # what varies between a variant's repeats: a k-fold fold counts as a seed
 
@@ -142,7 +142,7 @@ def variants(jobs: list[Job]) -> dict[str, list[Job]]:
 
 def sweep_group(jobs: list[Job], sweep_dir: Path) -> str:
     """The sweep's W&B group, as its jobs recorded it (else as the sweep folder names it)."""
-    from recipelab.run import tracking
+    from recipelab.records import tracking
 
     return next((j.record["group"] for j in jobs if "group" in j.record), tracking.sweep_group(sweep_dir))
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from recipelab.errors import UserError
-from recipelab.results.runs import RECORD
+from recipelab.records.folder import RECORD
 
 FRONT = ("run", "name", "group", "seed", "status", "overrides")
 COST = ("train_time_s", "wall_time_s", "epochs", "steps")

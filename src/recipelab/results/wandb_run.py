@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from recipelab.cli import CONF_DIR
-from recipelab.run import tracking  # sets W&B's offline default before wandb is imported
+from recipelab.records import tracking  # sets W&B's offline default before wandb is imported
+from recipelab.records.folder import CONF_DIR
 
 
 @cache

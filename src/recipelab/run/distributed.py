@@ -25,23 +25,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import nn
 
-from recipelab.errors import UserError
-
 # what the launcher sets in this process's environment for its ranks; a sweep's next job must start without
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
 _children: list[subprocess.Popen] = []  # the ranks this process started for the current job
-
-
-def per_process_batch(batch_size, world_size: int):
-    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
-    if world_size == 1:
-        return batch_size
-    if not isinstance(batch_size, int) or batch_size % world_size:
-        raise UserError(
-            f"data.batch_size={batch_size}: under DDP it must be an integer divisible by the number of "
-            f"processes ({world_size} = trainer.devices x trainer.num_nodes)"
-        )
-    return batch_size // world_size
 
 
 def rank_command(local_rank: int, ckpt_path) -> tuple[list[str], str]:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipelab.build import build_run
 from recipelab.errors import Diverged, Interrupted
-from recipelab.run import tracking
+from recipelab.records import tracking
 
 
 def print_config(cfg: DictConfig) -> None:

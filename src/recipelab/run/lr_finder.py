@@ -12,7 +12,7 @@ from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
 from recipelab.build import build_run
-from recipelab.run import tracking
+from recipelab.records import tracking
 from recipelab.run.job import print_config
 
 

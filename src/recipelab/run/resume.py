@@ -13,8 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.errors import UserError
-
-LAST = Path("checkpoints") / "last.ckpt"
+from recipelab.records.folder import LAST
 
 
 def override_key(override: str) -> str:
@@ -51,15 +50,3 @@ def expand_last(cfg: DictConfig, overrides: list[str]) -> list[str]:
     if not found:
         raise UserError(f"ckpt_path=last: no run named {cfg.name!r} under {runs} has {LAST}")
     return _continue_in(found[-1].parents[1].resolve(), overrides)
-
-
-def wandb_run_id(run_dir: Path) -> str | None:
-    """The id of the W&B run already in this run folder (wandb names its folders ``*run-<time>-<id>``)."""
-    runs = sorted((run_dir / "wandb").glob("*run-*-*"))
-    return runs[0].name.rsplit("-", 1)[1] if runs else None
-
-
-def wandb_resume(run_dir: Path) -> dict:
-    """wandb.init arguments that continue the W&B run of this run folder, if it has one."""
-    run_id = wandb_run_id(run_dir)
-    return {"id": run_id, "resume": "allow"} if run_id else {}

@@ -25,8 +25,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.errors import Diverged, Interrupted, UserError
-from recipelab.results.runs import job_dirs, read_record
-from recipelab.run import distributed, resume, tracking
+from recipelab.records import tracking
+from recipelab.records.folder import job_dirs, read_record
+from recipelab.run import distributed, resume
 
 FINISHED = ("completed", "diverged")  # a re-run keeps these: diverging again would teach nothing new
 STATUSES = ("completed", "failed", "diverged", "interrupted", "refused")

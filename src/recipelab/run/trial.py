@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 from scipy.stats import trim_mean
 
-from recipelab.run import tracking
+from recipelab.records import tracking
 
 SCORES = {"mean": statistics.fmean, "iqm": lambda v: float(trim_mean(v, 0.25))}
 

@@ -60,6 +60,18 @@ def wandb_identity(name: str, seed: int, extra_tags=()) -> dict:
     }
 
 
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run already in this run folder (wandb names its folders ``*run-<time>-<id>``)."""
+    runs = sorted((run_dir / "wandb").glob("*run-*-*"))
+    return runs[0].name.rsplit("-", 1)[1] if runs else None
+
+
+def wandb_resume(run_dir: Path) -> dict:
+    """wandb.init arguments that continue the W&B run of this run folder, if it has one."""
+    run_id = wandb_run_id(run_dir)
+    return {"id": run_id, "resume": "allow"} if run_id else {}
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write atomically: a reader never sees a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

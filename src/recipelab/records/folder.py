@@ -1,4 +1,4 @@
-"""A run folder as the results layer reads it: its record, overrides, checkpoints and history."""
+"""Where a run's files are and how they are read: its record, overrides, checkpoints and history."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from recipelab.run.resume import LAST
-from recipelab.run.wandb_file import read_run, run_files
+from recipelab.records.wandb_file import read_run, run_files
 
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")  # the config root: conf/ beside src/
 RECORD = "metrics.json"
+LAST = Path("checkpoints") / "last.ckpt"
 
 
 def read_record(run_dir) -> dict | None:
