@@ -48,6 +48,18 @@ def test_bench_writes_every_measure_and_keeps_the_races(tmp_path):
         result["overhead"]["ratio"]
         == result["overhead"]["template_img_s"] / result["overhead"]["plain_img_s"]
     )
+    # the floor: each round's extra milliseconds a step recomputed from its two rates, the median taken
+    for rounds, key in [(result["rounds"], "cnn"), (result["rounds_tiny"], "tiny")]:
+        extra = [
+            1000 * result["batch_size"] * (1 / r["template_img_s"] - 1 / r["plain_img_s"]) for r in rounds
+        ]
+        assert result["overhead_floor_ms"][key] == pytest.approx(sorted(extra)[len(extra) // 2])
+    assert "model.hidden=[16]" in result["overhead_floor_ms"]["tiny_network"]
+    startup = result["startup"]
+    assert 0 < startup["torch_lightning_import_s"] < startup["to_first_step_s"]
+    assert startup["beyond_torch_lightning_s"] == pytest.approx(
+        startup["to_first_step_s"] - startup["torch_lightning_import_s"]
+    )
 
 
 def _record(seed, acc, vals, step_s):

@@ -10,7 +10,10 @@
    template step and takes its time out of the template's), so that the machine's noise, which on a
    shared 2-core VM moves whole runs by ±25%, hits both alike. Each round is a fresh process.
 2. pipeline: images/s of batching + augmentation alone, against images/s of training.
-3. start-up: seconds from the command to the first training step, and the share spent importing.
+   The same with a tiny network (TINY: Python dominates its step) gives the overhead floor: the
+   template's extra milliseconds a step, for the tiny network and for the recipe's own.
+3. start-up: seconds from the command to the first training step, and the part of them beyond
+   ``import torch, lightning`` (what the template itself adds: its imports, config, data, the run's set-up).
 4. (--full) time to accuracy: the default recipe on the full data; when val/acc first reached 0.92 and
    its final test accuracy.
 5. (--race) time to accuracy as airbench reports it: seeds 1..n of the recipe trained in full (one
@@ -35,6 +38,9 @@ from recipelab.benchmark.plain import steady_rates
 from recipelab.benchmark.race import run_race, summarize
 from recipelab.benchmark.runs import compose_cfg, import_seconds, template_run, time_to_accuracy
 
+# the overhead floor's network: one 16-unit hidden layer, so that the per-step Python cost dominates
+TINY = ["model=mlp", "model.hidden=[16]"]
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
@@ -54,49 +60,32 @@ def main(argv=None) -> dict:
     if args.race:
         return race(args)
 
-    cfg = compose_cfg(args.overrides)
-    batch = cfg.data.batch_size
-    per_epoch = -(-(cfg.data.train_size or cfg.data.train_count - cfg.data.val_size) // batch)
-    # the template's run: one epoch, or as many steps as asked
-    epochs = max(1, -(-args.steps // per_epoch))
-    overrides = [
-        *args.overrides,
-        f"trainer.max_epochs={epochs}",
-        f"trainer.limit_train_batches={min(args.steps, per_epoch)}",
-        "trainer.limit_val_batches=1",
-    ]
-    rounds = []
+    batch = compose_cfg(args.overrides).data.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            record = template_run(overrides, Path(tmp))
-            plain, template = steady_rates(record, batch, args.warmup)
-            rounds.append(
-                {
-                    "plain_img_s": plain,
-                    "template_img_s": template,
-                    "ratio": template / plain,
-                    "pipeline_img_s": record["pipeline_img_s"],
-                    "startup_s": record["startup_s"],
-                }
-            )
-            print(
-                f"round {r + 1}: plain {plain:.0f} img/s, template {template:.0f} img/s, "
-                f"ratio {template / plain:.3f}, start-up {record['startup_s']:.1f} s",
-                flush=True,
-            )
+        rounds = overhead_rounds(args, args.overrides, Path(tmp), "recipe")
+        tiny = overhead_rounds(args, [*args.overrides, *TINY], Path(tmp), "tiny")
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-        imports = import_seconds()
+        base = import_seconds("import torch, lightning")
         result = {
             "machine": {"cpus": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "recipe": args.overrides,
             "batch_size": batch,
             "steps_per_round": args.steps,
             "rounds": rounds,
+            "rounds_tiny": tiny,
             "overhead": {
                 "plain_img_s": med["plain_img_s"],
                 "template_img_s": med["template_img_s"],
                 "ratio": med["ratio"],  # the median of the rounds' ratios
                 "goal": 0.97,
+            },
+            # the template's own milliseconds a step over the plain loop (median of the rounds): with a
+            # network so small that Python dominates, and with the recipe's own network
+            "overhead_floor_ms": {
+                "tiny": statistics.median(r["extra_ms"] for r in tiny),
+                "cnn": med["extra_ms"],
+                "tiny_network": TINY,
+                "goal_tiny": 0.3,
             },
             "pipeline": {
                 "pipeline_img_s": med["pipeline_img_s"],
@@ -106,9 +95,10 @@ def main(argv=None) -> dict:
             },
             "startup": {
                 "to_first_step_s": med["startup_s"],
-                "imports_s": imports,
-                "beyond_imports_s": med["startup_s"] - imports,
-                "goal_beyond_imports_s": 5,
+                "imports_s": import_seconds("import recipelab.train"),
+                "torch_lightning_import_s": base,
+                "beyond_torch_lightning_s": med["startup_s"] - base,
+                "goal_beyond_torch_lightning_s": 0.8,
             },
         }
         if args.full:
@@ -116,6 +106,41 @@ def main(argv=None) -> dict:
     write_merged(Path(args.out), result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rounds", "recipe")}, indent=2))
     return result
+
+
+def overhead_rounds(args, recipe: list[str], tmp: Path, label: str) -> list[dict]:
+    """``args.rounds`` fresh processes of the template, each step interleaved with a plain-loop step."""
+    cfg = compose_cfg(recipe)
+    batch = cfg.data.batch_size
+    per_epoch = -(-(cfg.data.train_size or cfg.data.train_count - cfg.data.val_size) // batch)
+    epochs = max(1, -(-args.steps // per_epoch))  # the template's run: one epoch, or as many steps as asked
+    overrides = [
+        *recipe,
+        f"trainer.max_epochs={epochs}",
+        f"trainer.limit_train_batches={min(args.steps, per_epoch)}",
+        "trainer.limit_val_batches=1",
+    ]
+    rounds = []
+    for r in range(args.rounds):
+        record = template_run(overrides, tmp)
+        plain, template = steady_rates(record, batch, args.warmup)
+        rounds.append(
+            {
+                "plain_img_s": plain,
+                "template_img_s": template,
+                "ratio": template / plain,
+                "extra_ms": 1000 * batch * (1 / template - 1 / plain),
+                "pipeline_img_s": record["pipeline_img_s"],
+                "startup_s": record["startup_s"],
+            }
+        )
+        print(
+            f"{label} round {r + 1}: plain {plain:.0f} img/s, template {template:.0f} img/s, "
+            f"ratio {template / plain:.3f}, +{rounds[-1]['extra_ms']:.2f} ms a step, "
+            f"start-up {record['startup_s']:.1f} s",
+            flush=True,
+        )
+    return rounds
 
 
 def race(args) -> dict:

@@ -40,8 +40,9 @@ def template_run(overrides: list[str], workdir: Path) -> dict:
     return {**record, "startup_s": record["first_step"] - launched}
 
 
-def import_seconds() -> float:
-    code = "import time; t = time.time(); import recipelab.train; print(time.time() - t)"
+def import_seconds(statement: str) -> float:
+    """Seconds a fresh interpreter takes to run an import statement."""
+    code = f"import time; t = time.time(); {statement}; print(time.time() - t)"
     return float(
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     )
