@@ -1,0 +1,74 @@
+"""k copies of one network side by side in one process: seeds as a batch axis.
+
+Each copy's parameters and buffers are slices of tensors stacked on a leading axis of size k
+(``torch.func.stack_module_state``), so that one optimizer steps every copy at once with elementwise
+updates, and a copy's gradient comes from its own loss only (the copies share no tensor). The forward
+takes one batch per copy, ``[k, N, ...]``, and runs the network once per copy through
+``torch.func.functional_call`` on its slices: batch norm updates the copy's own running statistics,
+dropout and DropConnect draw the copy's own masks.
+
+Two ways to run the copies, the same values up to float reassociation:
+- ``vectorize=False``: a loop over the copies. On a CPU this is the fast one: measured on the 2-core
+  machine (default CNN, batch 256, k = 3, one thread, other work running), ``vmap``'s batched convolutions, which are grouped
+  convolutions, took 1.9x the time of three separate convolutions on one thread and more on two.
+- ``vectorize=True``: ``torch.func.vmap`` (``randomness="different"``: each copy its own masks), one kernel
+  for all k copies, which keeps a small network's GPU busy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+def _key(name: str) -> str:
+    """A stacked tensor's attribute name: module paths hold dots, attribute names cannot."""
+    return name.replace(".", "__")
+
+
+class SeedStack(nn.Module):
+    """``copies`` (same architecture, each initialized by its own seed) as one module of k copies."""
+
+    def __init__(self, copies: Sequence[nn.Module], vectorize: bool = False):
+        super().__init__()
+        if len({type(c) for c in copies}) != 1:
+            raise ValueError("SeedStack: the copies must be one network class")
+        params, buffers = stack_module_state(list(copies))
+        self.k, self.vectorize = len(copies), vectorize
+        self.param_names, self.buffer_names = list(params), list(buffers)
+        for name, p in params.items():
+            self.register_parameter(_key(name), nn.Parameter(p.detach().clone()))
+        for name, b in buffers.items():
+            self.register_buffer(_key(name), b.clone())
+        # the network's structure without its state: a list, so that it is not a submodule of this one
+        self._skeleton = [copy.deepcopy(copies[0]).to("meta")]
+
+    def train(self, mode: bool = True) -> SeedStack:
+        self._skeleton[0].train(mode)
+        return super().train(mode)
+
+    def _state(self, copy_index: int | None = None) -> tuple[dict, dict]:
+        pick = (lambda t: t) if copy_index is None else (lambda t: t[copy_index])
+        params = {n: pick(getattr(self, _key(n))) for n in self.param_names}
+        buffers = {n: pick(getattr(self, _key(n))) for n in self.buffer_names}
+        return params, buffers
+
+    def _one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._skeleton[0], (params, buffers), (x,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: one batch per copy, ``[k, N, ...]`` → ``[k, N, ...]`` outputs."""
+        if x.shape[0] != self.k:
+            raise ValueError(f"SeedStack: {x.shape[0]} batches for {self.k} copies")
+        if self.vectorize:
+            return vmap(self._one, randomness="different")(*self._state(), x)
+        return torch.stack([self._one(*self._state(i), x[i]) for i in range(self.k)])
+
+    def copy_state_dict(self, copy_index: int) -> dict[str, torch.Tensor]:
+        """Copy ``copy_index``'s state under the network's own names: what its separate run would save."""
+        params, buffers = self._state(copy_index)
+        return {n: t.detach().clone() for n, t in {**params, **buffers}.items()}
