@@ -9,8 +9,8 @@ dropout and DropConnect draw the copy's own masks.
 
 Two ways to run the copies, the same values up to float reassociation:
 - ``vectorize=False``: a loop over the copies. On a CPU this is the fast one: measured on the 2-core
-  machine (default CNN, batch 256, k = 3, one thread, other work running), ``vmap``'s batched convolutions, which are grouped
-  convolutions, took 1.9x the time of three separate convolutions on one thread and more on two.
+  machine (default CNN, batch 256, k = 3, one thread, other work running), ``vmap``'s batched
+  convolutions, which are grouped convolutions, took 1.9x the time of three separate ones.
 - ``vectorize=True``: ``torch.func.vmap`` (``randomness="different"``: each copy its own masks), one kernel
   for all k copies, which keeps a small network's GPU busy.
 """
