@@ -1,6 +1,6 @@
 """The ablation report on sweep folders laid out as Hydra and train.py write them, with made-up numbers:
 old records (CSV histories, no W&B), and records with history, cost and config whose statistics the tests
-recompute by hand (exact sign-flip enumeration, Holm, IQM, probability of improvement)."""
+recompute by hand (exact sign-flip enumeration, Holm, IQM, probability of improvement, improved seeds)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import csv
 import itertools
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,6 +123,7 @@ def test_a_folder_without_jobs_fails_with_one_line_and_exit_2(tmp_path, capsys):
         ("report.wandb=maybe", "report.wandb=maybe: must be true or false"),
         ("report.baseline=optimizer=rmsprop", "matches no variant (optimizer=sgd; optimizer=adam)"),
         ("report.metrics=[test/acc,test/brier]", "report.metrics: test/brier in no job's record"),
+        ("report.plan_effect=-0.01", "report.plan_effect=-0.01: must be a positive difference"),
     ],
 )
 def test_bad_options_fail_with_one_line_and_exit_2(tmp_path, capsys, arg, words):
@@ -142,13 +145,14 @@ NLL = {"sgd": 1 - BASE, "adam": 1 - BASE - GAIN, "adamw": 1 - BASE - NOISE}  # l
 CURVES = {"sgd": [0.5, 0.6, 0.7], "adam": [0.6, 0.72, 0.75], "adamw": [0.4, 0.5, 0.6]}
 
 
-def make_paired_sweep(root):
+def make_paired_sweep(root, claim=None):
     """Three optimizers over seven seeds; records as train.py writes them (history, cost, provenance)."""
     for num, (opt, seed) in enumerate(itertools.product(ACC, SEEDS)):
         job = root / str(num)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"optimizer={opt}", f"seed={seed}"]))
         config = {"seed": seed, "data": {"train_count": 60000, "val_size": 5000, "train_size": 2000}}
+        config |= {"report": {"claim": claim}} if claim else {}
         (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         i = SEEDS.index(seed)
         record = {
@@ -194,7 +198,8 @@ def test_paired_statistics_match_an_exact_computation(tmp_path):
             assert c["verdict"]["adjusted_p"] == pytest.approx(min(1, holm[v]))
             sign = 1 if metric == "test/acc" else -1
             wins = sign * (values[v][:, None] - values["sgd"][None, :])
-            assert c["prob_improvement"] == pytest.approx(np.mean((wins > 0) + 0.5 * (wins == 0)))
+            assert c["prob_improvement_unpaired"] == pytest.approx(np.mean((wins > 0) + 0.5 * (wins == 0)))
+            assert c["paired_improvement"]["improved"] == np.sum(sign * d > 0)  # paired: seeds improved
         assert comps[("optimizer=adam", metric)]["verdict"]["verdict"] == "better"  # lower nll is better
         assert comps[("optimizer=adamw", metric)]["verdict"]["verdict"] == "no difference detected"
     rows = {v["variant"]: v for v in doc["variants"]}
@@ -216,9 +221,6 @@ def test_paired_statistics_match_an_exact_computation(tmp_path):
 
 
 def test_the_report_run_in_wandb_holds_the_tables_and_the_plots(tmp_path, monkeypatch):
-    import subprocess
-    import sys
-
     sweep = make_paired_sweep(tmp_path / "sweep")
     # its own process, as the command runs: no W&B state left by other tests in this one
     proc = subprocess.run(
@@ -226,6 +228,7 @@ def test_the_report_run_in_wandb_holds_the_tables_and_the_plots(tmp_path, monkey
         env={**os.environ, "WANDB_MODE": "offline"},
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = run_files(sweep)

@@ -2,10 +2,12 @@
 
     python -m recipelab.report [<sweep folder>] [report.baseline=optimizer=sgd]
         [report.metrics=[test/acc,test/nll]] [report.alpha=0.05] [report.allow_mixed_code=false]
-        [report.wandb=true]
+        [report.wandb=true] [report.plan_effect=0.005]
 
 Writes report.json, report.md, report.csv and the plots into the sweep folder (default: the newest sweep
-under logs/multiruns) and logs a W&B run (job_type=report).
+under logs/multiruns) and logs a W&B run (job_type=report). With ``report.plan_effect``, the seed plan
+(the paired seeds each comparison needs to detect that difference with power 0.8, from this sweep's
+spread) is printed with the report and kept in report.json.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     doc = report(sweep, options)
     print((sweep / "report.md").read_text())
+    claim = f"; claim: {doc['claim']['words']}" if doc["claim"] else ""
     print(
-        f"{len(doc['variants'])} variants, baseline {doc['baseline']['variant']}; report.json, report.md, "
-        f"report.csv, accuracy.png, val_curves.png, paired_diff.png in {sweep} ({time.time() - start:.1f} s)"
+        f"{len(doc['variants'])} variants, baseline {doc['baseline']['variant']}{claim}; report.json, "
+        f"report.md, report.csv, accuracy.png, val_curves.png, paired_diff.png in {sweep} "
+        f"({time.time() - start:.1f} s)"
     )
 
 

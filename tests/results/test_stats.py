@@ -1,4 +1,5 @@
-"""The paired-comparison statistics, each checked against a value computed here, independently."""
+"""The per-arm statistics of a paired comparison, each checked against a value computed here,
+independently (brute-force enumeration, formulas, scipy's distributions)."""
 
 import math
 import warnings
@@ -8,16 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from recipelab.results.stats import (
-    decisive_test,
-    epochs_to_reach,
-    holm,
-    iqm,
-    paired_comparison,
-    prob_improvement,
-    summary,
-    verdict,
-)
+from recipelab.results.stats import paired_comparison
+from recipelab.results.summary import epochs_to_reach, iqm, prob_improvement, summary
+from recipelab.results.verdict import verdicts
 
 FAST = 200  # resamples where the test is not about resampling
 
@@ -61,7 +55,8 @@ def test_three_identical_gains_give_a_quarter():
     c = paired_comparison(b, v, n_resamples=FAST)
     assert c["p_perm"] == pytest.approx(0.25)
     assert c["p_perm_min"] == pytest.approx(0.25)  # 3 seeds can never reach 0.05
-    assert c["ci_method"] == "percentile"  # BCa is degenerate on all-equal differences
+    assert c["ci_method"] == "t"  # below 40 seeds; all-equal differences: the one value
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(0.01), pytest.approx(0.01))
 
 
 def test_sampled_permutation_above_16_is_reproducible():
@@ -72,6 +67,23 @@ def test_sampled_permutation_above_16_is_reproducible():
     assert c1["p_perm_exact"] is False
     assert c1["p_perm"] == c2["p_perm"]
     assert 0 < c1["p_perm"] <= 1
+
+
+def all_sign_flips_p(d: np.ndarray) -> float:
+    """The exact two-sided sign-flip p over all 2^n patterns, as bit patterns (2^18 rows at n = 18)."""
+    bits = (np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1
+    sums = (1 - 2 * bits) @ d
+    return float(np.mean(np.abs(sums) >= abs(d.sum()) - 1e-9))
+
+
+@pytest.mark.parametrize("shift", [0.25, 0.45])
+def test_sampled_permutation_at_18_matches_the_exact_enumeration(shift):
+    b, v = pair(np.random.default_rng(4).normal(shift, 1.0, 18), base=np.zeros(18))
+    exact = all_sign_flips_p(np.array([v[i] - b[i] for i in range(18)]))
+    resamples = 10_000
+    c = paired_comparison(b, v, n_resamples=resamples)
+    assert c["p_perm_exact"] is False and 0.02 < exact < 0.5  # a p that sampling could miss
+    assert abs(c["p_perm"] - exact) <= 4 * math.sqrt(exact * (1 - exact) / resamples)  # 4 Monte Carlo SEs
 
 
 def test_bootstrap_interval_on_a_large_sample_matches_normal_theory():
@@ -126,31 +138,28 @@ def double_loop(xs, ys, higher_is_better=True):
     ],
 )
 @pytest.mark.parametrize("higher_is_better", [True, False])
-def test_probability_of_improvement_matches_a_double_loop(xs, ys, higher_is_better):
+def test_unpaired_probability_of_improvement_matches_a_double_loop(xs, ys, higher_is_better):
     assert prob_improvement(xs, ys, higher_is_better) == pytest.approx(double_loop(xs, ys, higher_is_better))
-    c = paired_comparison(
-        dict(enumerate(ys)), dict(enumerate(xs)), higher_is_better=higher_is_better, n_resamples=FAST
-    )
-    assert c["prob_improvement"] == pytest.approx(double_loop(xs, ys, higher_is_better))
 
 
-def test_holm_against_hand_computed_values():
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
-    out = holm([0.01, float("nan"), 0.04, 0.03])  # NaN stays NaN and does not count toward m
-    assert math.isnan(out[1])
-    assert [out[0], out[2], out[3]] == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([]) == []
-    assert all(math.isnan(x) for x in holm([float("nan")] * 2))
-
-
-def test_holm_is_monotone_and_never_below_the_raw_p():
-    p = np.random.default_rng(1).uniform(0, 0.2, 12).tolist()
-    adj = holm(p)
-    order = np.argsort(p)
-    assert all(np.diff(np.array(adj)[order]) >= 0)
-    assert all(a >= r for a, r in zip(adj, p, strict=True))
-    assert all(a <= 1 for a in adj)
+@pytest.mark.parametrize(
+    "diffs, higher_is_better, improved",
+    [
+        ([0.01, 0.02, 0.03], True, 3),
+        ([0.01, -0.02, 0.0, 0.03, -0.01, 0.02], True, 3),  # a tie is not an improvement
+        ([0.01, -0.02, 0.0, 0.03, -0.01, 0.02], False, 2),  # as a loss: the negative ones improved
+        ([-0.05] * 8, True, 0),
+    ],
+)
+def test_paired_improvement_counts_seeds_with_a_clopper_pearson_interval(diffs, higher_is_better, improved):
+    b, v = pair(diffs)
+    imp = paired_comparison(b, v, higher_is_better=higher_is_better, n_resamples=FAST)["paired_improvement"]
+    n, k = len(diffs), improved
+    assert (imp["improved"], imp["n"], imp["share"]) == (k, n, pytest.approx(k / n))
+    # Clopper-Pearson from the beta quantiles (0 and 1 at the ends)
+    low = sps.beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
+    high = sps.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    assert (imp["ci_low"], imp["ci_high"]) == (pytest.approx(low), pytest.approx(high))
 
 
 def test_unpaired_seeds_are_reported_and_not_paired():
@@ -169,71 +178,17 @@ def test_small_n_is_graceful_and_silent(n, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         c = paired_comparison(b, v, n_resamples=FAST)
-        test, p = decisive_test(c)
-        out = verdict(c, holm([p])[0])
+        (out,) = verdicts([c], 0.05)
     assert capsys.readouterr() == ("", "")
     assert c["n"] == n
     assert out["verdict"] == "no difference detected"
-    assert test == "t-test"  # the permutation test cannot reach 0.05 with n <= 2
+    assert out["test_used"] == "t-test"  # the permutation test cannot reach 0.05 with n <= 2
     if n < 2:
-        assert math.isnan(c["ci_low"]) and math.isnan(c["t_test"]["p"])
+        assert math.isnan(c["ci_low"]) and math.isnan(c["t_test"]["p"]) and c["ci_method"] is None
+        assert math.isnan(out["min_detectable_diff"]) and out["seeds_for_observed"] is None  # undefined
     else:
-        assert c["ci_method"] == "percentile" and not math.isnan(c["t_test"]["p"])
+        assert c["ci_method"] == "t" and not math.isnan(c["t_test"]["p"])
     assert math.isnan(c["mean_diff"]) == (n == 0)
-
-
-def decide(b, v, **kw):
-    c = paired_comparison(b, v, n_resamples=2000, **kw)
-    test, p = decisive_test(c)
-    return c, verdict(c, holm([p])[0], higher_is_better=kw.get("higher_is_better", True))
-
-
-def test_the_permutation_test_decides_only_where_holm_lets_it_reach_alpha():
-    c = paired_comparison(*pair([0.02, 0.025, 0.021, 0.03, 0.018, 0.024]), n_resamples=FAST)  # 6 seeds
-    assert c["p_perm"] == pytest.approx(2 / 2**6)  # the smallest a 6-seed sign-flip test can give
-    assert decisive_test(c, family=1) == ("permutation", c["p_perm"])
-    assert decisive_test(c, family=2) == ("t-test", c["t_test"]["p"])  # Holm: 2 * 2/64 > 0.05
-    assert verdict(c, holm([c["t_test"]["p"]] * 2)[0], family=2)["verdict"] == "better"
-
-
-def test_identical_variants_show_no_difference():
-    b = {s: 0.85 + 0.01 * s for s in range(6)}
-    c, out = decide(b, dict(b))
-    assert out["verdict"] == "no difference detected"
-    assert c["prob_improvement"] == 0.5
-
-
-def test_a_clearly_worse_variant_over_six_seeds():
-    b = {s: 0.90 + 0.002 * s for s in range(6)}
-    v = {s: b[s] - d for s, d in enumerate([0.03, 0.025, 0.04, 0.035, 0.02, 0.03])}
-    _, out = decide(b, v)
-    assert out["test_used"] == "permutation"  # 2/2^6 = 0.031 <= 0.05
-    assert out["p"] == pytest.approx(2 / 64)
-    assert out["verdict"] == "worse"
-    _, lower = decide(b, v, higher_is_better=False)  # the same numbers as a loss: lower is better
-    assert lower["verdict"] == "better"
-
-
-def test_three_seeds_with_a_large_consistent_gain_use_the_t_test():
-    b = {1: 0.80, 2: 0.81, 3: 0.79}
-    v = {1: 0.85, 2: 0.865, 3: 0.838}
-    c, out = decide(b, v)
-    assert c["p_perm"] == pytest.approx(0.25)
-    assert out["test_used"] == "t-test"
-    assert out["p"] < 0.05
-    assert out["verdict"] == "better"
-
-
-def test_min_detectable_diff_formula():
-    b = {s: 0.80 + 0.01 * s for s in range(4)}
-    v = {s: b[s] + d for s, d in enumerate([0.01, 0.03, 0.02, 0.00])}
-    c, out = decide(b, v)
-    d = np.array([v[s] - b[s] for s in range(4)])
-    z = 1.959963984540054 + 0.8416212335729143  # z_0.975 + z_0.8
-    assert out["min_detectable_diff"] == pytest.approx(z * d.std(ddof=1) / 2)
-    one = paired_comparison(b, {0: 0.9}, n_resamples=FAST)  # n = 1: the baseline's spread times sqrt 2
-    expected = z * np.std(list(b.values()), ddof=1) * math.sqrt(2)
-    assert verdict(one, 1.0)["min_detectable_diff"] == pytest.approx(expected)
 
 
 def test_iqm_summary_and_epochs_to_reach():

@@ -9,19 +9,22 @@ and the sweep folder gets ``report.json``, ``report.md``, ``report.csv``, ``accu
 marked, never averaged; a seed that one side lacks is reported as unpaired, never paired with another.
 
 Options: ``report.baseline=<override string>`` (e.g. ``optimizer=sgd``; default: the experiment's
-``report.baseline``, else the first variant), ``report.metrics=[test/acc,test/nll]`` (test/acc always),
-``report.alpha=0.05``, ``report.allow_mixed_code=false`` (pair jobs whose git commit or dirty state
-differ), ``report.wandb=true``.
+``report.baseline``, else the first variant), ``report.metrics=[test/acc,test/nll]`` (test/acc always,
+and the metrics of the experiment's ``report.claim``), ``report.alpha=0.05``,
+``report.allow_mixed_code=false`` (pair jobs whose git commit or dirty state differ), ``report.wandb=true``,
+``report.plan_effect=0.005`` (the seed planner: the seeds each comparison needs to detect that
+difference, from this sweep's spread).
+The experiment's ``report.claim`` (``report_arms``) gets its words from the arms' verdicts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from recipelab.errors import UserError
 from recipelab.results import report_compare as rc
+from recipelab.results.report_arms import choose_baseline, claim_spec, judge_claim
 from recipelab.results.report_jobs import (
     SEED_KEYS,
     Job,
@@ -43,6 +46,7 @@ class ReportOptions:
     alpha: float = 0.05
     allow_mixed_code: bool = False
     wandb: bool = True
+    plan_effect: float | None = None
 
 
 def _bool(key: str, text: str) -> bool:
@@ -63,6 +67,16 @@ def _alpha(key: str, text: str) -> float:
     return alpha
 
 
+def _effect(key: str, text: str) -> float:
+    try:
+        effect = float(text)
+    except ValueError:
+        effect = 0.0
+    if not effect > 0:
+        raise UserError(f"report.plan_effect={text}: must be a positive difference, in the metric's units")
+    return effect
+
+
 def _metrics(key: str, text: str) -> tuple[str, ...]:
     names = [m.strip().strip("'\"") for m in text.strip().strip("[]").split(",")]
     return tuple(dict.fromkeys(["test/acc", *[m for m in names if m]]))
@@ -73,7 +87,7 @@ def _baseline(key: str, text: str) -> str | None:
 
 
 PARSERS = {"baseline": _baseline, "metrics": _metrics, "alpha": _alpha}
-PARSERS.update(allow_mixed_code=_bool, wandb=_bool)
+PARSERS.update(allow_mixed_code=_bool, wandb=_bool, plan_effect=_effect)
 
 
 def parse_args(argv: list[str]) -> tuple[Path, ReportOptions]:
@@ -100,50 +114,6 @@ def latest_sweep(root: Path = SWEEPS) -> Path:
     return sweeps[-1]
 
 
-def _pairs(spec) -> list[tuple[str, str]]:
-    """``optimizer=sgd optimizer.lr=0.1`` (spaces or commas between) or a mapping → (key, value) pairs."""
-    if isinstance(spec, dict):
-        return [(str(k), str(v)) for k, v in spec.items()]
-    tokens = re.split(r"[\s,]+(?=[+~]?[\w.\-/@]+=)", str(spec).strip())
-    if not all("=" in t for t in tokens):
-        raise UserError(f"report.baseline={spec}: give the baseline's options as key=value")
-    return [tuple(t.split("=", 1)) for t in tokens]
-
-
-def _same(a: str | None, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return a is not None and float(a) == float(b)
-    except ValueError:
-        return False
-
-
-def _matching(groups: dict[str, list[Job]], spec) -> str:
-    wanted = [(k.lstrip("+~"), v) for k, v in _pairs(spec)]
-    found = []
-    for name, jobs in groups.items():
-        options = {k.lstrip("+~"): v for k, v in jobs[0].overrides.items()}
-        if all(_same(options.get(k), v) for k, v in wanted):
-            found.append(name)
-    if len(found) != 1:
-        which = "; ".join(found if found else groups)
-        how = "matches no variant" if not found else f"matches {len(found)} variants"
-        raise UserError(f"report.baseline={spec}: {how} ({which})")
-    return found[0]
-
-
-def choose_baseline(groups: dict[str, list[Job]], option: str | None) -> tuple[str, str]:
-    """(baseline variant, what chose it): the option, else the experiment's ``report.baseline``."""
-    if option:
-        return _matching(groups, option), "report.baseline option"
-    for job in (j for js in groups.values() for j in js):
-        declared = (job.config.get("report") or {}).get("baseline")
-        if declared:
-            return _matching(groups, declared), "experiment config report.baseline"
-    return next(iter(groups)), "first variant"
-
-
 def build(sweep_dir: Path, options: ReportOptions) -> dict:
     """report.json's content (nothing written)."""
     jobs = load_jobs(sweep_dir)
@@ -156,16 +126,19 @@ def build(sweep_dir: Path, options: ReportOptions) -> dict:
             f"{f' and {len(mixed) - 3} more' if len(mixed) > 3 else ''} (git commit/dirty differ); "
             "pass report.allow_mixed_code=true to pair them anyway"
         )
-    metrics = list(dict.fromkeys(["test/acc", *options.metrics]))
     known = {m for j in jobs if j.status == "completed" for m in j.metrics}
-    unknown = [m for m in metrics if known and m not in known]
+    unknown = [m for m in options.metrics if known and m not in known]
     if unknown:
         raise UserError(
             f"report.metrics: {', '.join(unknown)} in no job's record (known: {', '.join(sorted(known))})"
         )
+    claim = claim_spec(groups)
+    claimed = [m for m in (claim[0] if claim else []) if m in known]  # one no job has stays undecided
+    metrics = list(dict.fromkeys(["test/acc", *options.metrics, *claimed]))
     shown = list(dict.fromkeys([*rc.SUMMARY_METRICS, *metrics]))
     base_curve = rc.val_curve([j for j in groups[baseline] if j.status == "completed"])
     target = base_curve[-1]["mean"] if base_curve else None
+    comparisons = rc.compare(groups, baseline, metrics, options.alpha)
     rows = []
     for name, members in groups.items():
         row = rc.summarize(name, members, shown, target)
@@ -180,21 +153,12 @@ def build(sweep_dir: Path, options: ReportOptions) -> dict:
         "seed_keys": list(SEED_KEYS),
         "baseline": {"variant": baseline, "chosen_by": chosen_by, "final_mean_val_acc": target},
         "metrics": {m: {"higher_is_better": rc.higher_is_better(m), "compared": m in metrics} for m in shown},
-        "statistics": {
-            "alpha": options.alpha,
-            "level": rc.LEVEL,
-            "bootstrap": f"BCa (percentile where degenerate), {rc.BOOTSTRAP_RESAMPLES} resamples, "
-            f"seed {rc.BOOTSTRAP_SEED}",
-            "permutation": "sign flips of the paired differences, exact up to 16 seeds",
-            "t_test_assumption": rc.stats.T_ASSUMPTION,
-            "decides": "the permutation test where its p can reach alpha after Holm, else the paired t-test",
-            "multiple_comparisons": "Holm across variants, per metric",
-            "verdict": "better/worse when the Holm-adjusted p <= alpha and the bootstrap interval excludes 0",
-            "min_detectable_diff": f"normal approximation, power {rc.POWER}",
-        },
+        "statistics": rc.rules(options.alpha, len(groups) - 1),
         "provenance": {**provenance(jobs), "mixed_pairs": mixed},
         "variants": rows,
-        "comparisons": rc.compare(groups, baseline, metrics, options.alpha),
+        "comparisons": comparisons,
+        "claim": judge_claim(claim, comparisons),
+        "plan": None if options.plan_effect is None else rc.plan(comparisons, options.plan_effect),
         "jobs": [_job(j, name) for name, js in groups.items() for j in js],
     }
 
@@ -207,7 +171,7 @@ def _job(job: Job, variant: str) -> dict:
         "seed": job.pair_key,
         "status": job.status,
         "overrides": job.overrides,
-        "metrics": job.record.get("metrics", {}),
+        "metrics": job.metrics,  # metrics.json's, evaluate.json's and the train-test gap: each seed's values
         **{k: job.record.get(k) for k in keys},
     }
 

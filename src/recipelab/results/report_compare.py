@@ -1,5 +1,6 @@
 """The report's numbers, per variant: summaries over seeds, the mean validation curve, the cost, and the
-paired comparison with the baseline (statistics from ``stats``, Holm across variants per metric)."""
+paired comparison with the baseline (``stats``), judged over each metric's Holm family (``verdict``);
+the seed plan (``power``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import statistics
 import numpy as np
 from scipy import stats as scipy_stats
 
-from recipelab.results import stats
+from recipelab.results import power, stats, summary, verdict
 from recipelab.results.report_jobs import Job
 
 LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error", "gap")
@@ -17,7 +18,6 @@ SUMMARY_METRICS = ("test/acc", "test/loss")  # always summarized; report.metrics
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
-POWER = 0.8  # of the minimum detectable difference (stats.min_detectable_diff)
 NAN = float("nan")
 
 
@@ -54,7 +54,7 @@ def summarize(name: str, jobs: list[Job], metrics: list[str], target: float | No
     done = [j for j in jobs if j.status == "completed"]
     curve = val_curve(done)
     means = {p["epoch"]: p["mean"] for p in curve}
-    reached = None if target is None else stats.epochs_to_reach(means, target)
+    reached = None if target is None else summary.epochs_to_reach(means, target)
     # the jobs' mean training seconds by the end of that epoch (history rows carry time_s)
     seconds = [row.get("time_s") for j in done for row in j.history if int(row["epoch"]) == reached]
     speeds = [
@@ -68,7 +68,7 @@ def summarize(name: str, jobs: list[Job], metrics: list[str], target: float | No
         "n": len(jobs),
         **{s: sum(j.status == s for j in jobs) for s in ("completed", "failed", "diverged", "interrupted")},
         "jobs": [{"job": j.name, "seed": j.pair_key, "status": j.status} for j in jobs],
-        "metrics": {m: stats.summary(v for j in done if (v := j.metric(m)) is not None) for m in metrics},
+        "metrics": {m: summary.summary(v for j in done if (v := j.metric(m)) is not None) for m in metrics},
         "val_curve": curve,
         "best_epoch": max(curve, key=lambda p: p["mean"])["epoch"] if curve else None,
         "cost": {
@@ -90,7 +90,7 @@ def _values(jobs: list[Job], metric: str) -> dict:
 def compare(
     variant_jobs: dict[str, list[Job]], baseline: str, metrics: list[str], alpha: float
 ) -> list[dict]:
-    """Each other variant against the baseline, per metric; Holm across the variants of each metric."""
+    """Each other variant against the baseline, per metric; each metric's variants are one Holm family."""
     base_jobs = variant_jobs[baseline]
     out = []
     for metric in metrics:
@@ -100,13 +100,19 @@ def compare(
         for name, jobs in variant_jobs.items():
             if name == baseline:
                 continue
+            values = _values(jobs, metric)
             c = stats.paired_comparison(
                 base,
-                _values(jobs, metric),
+                values,
                 higher_is_better=hib,
                 level=LEVEL,
                 n_resamples=BOOTSTRAP_RESAMPLES,
                 seed=BOOTSTRAP_SEED,
+            )
+            c["prob_improvement_unpaired"] = summary.prob_improvement(
+                (v for v in values.values() if v is not None),
+                (v for v in base.values() if v is not None),
+                hib,
             )
             unpaired = set(c["unpaired_seeds"])
             c["unpaired_jobs"] = [
@@ -116,13 +122,50 @@ def compare(
                 if j.pair_key in unpaired
             ]
             rows.append({"variant": name, "metric": metric, **c})
-        adjusted = stats.holm([stats.decisive_test(r, alpha, len(rows))[1] for r in rows])
-        for row, adj in zip(rows, adjusted, strict=True):
-            row["verdict"] = stats.verdict(row, adj, alpha, hib, family=len(rows))
-            row["verdict"]["power"] = POWER
+        for row, judged in zip(rows, verdict.verdicts(rows, alpha), strict=True):
+            row["verdict"] = judged
             row["verdict"]["words"] = verdict_words(row)
         out += rows
     return out
+
+
+def plan(comparisons: list[dict], effect: float) -> dict:
+    """The seed planner over a pilot sweep: per variant and metric, the paired seeds whose t-test detects
+    a true difference ``effect`` with power ``power.POWER`` at the level of its family (alpha / m), given
+    the pilot's spread of the paired differences (None where it has fewer than 2 paired seeds)."""
+    rows = [
+        {
+            "variant": c["variant"],
+            "metric": c["metric"],
+            "pilot_paired_seeds": c["n"],
+            "sd_diff": c["sd_diff"],
+            "family": c["verdict"]["family"],
+            "level": c["verdict"]["power_level"],
+            "seeds": power.seeds_needed(effect, c["sd_diff"], c["verdict"]["power_level"]),
+        }
+        for c in comparisons
+    ]
+    return {"effect": effect, "power": power.POWER, "max_seeds": power.MAX_SEEDS, "rows": rows}
+
+
+def rules(alpha: float, arms: int) -> dict:
+    """report.json's ``statistics``: every rule the verdicts follow, in the words the report quotes."""
+    return {
+        "alpha": alpha,
+        "level": LEVEL,
+        "interval": stats.interval_rule(BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+        "permutation": f"sign flips of the paired differences, exact up to {stats.EXACT_MAX_N} seeds, "
+        f"else {BOOTSTRAP_RESAMPLES} sampled patterns",
+        "decides": stats.deciding_test_rule(alpha, max(6, arms)),
+        "multiple_comparisons": verdict.HOLM_FAMILY,
+        "verdict": verdict.VERDICT_RULE,
+        "power": power.power_rule(alpha),
+        "paired_improvement": "improved seeds: the share of paired seeds on which the arm improved on the "
+        f"baseline (a tie is not an improvement), with its exact Clopper-Pearson {LEVEL:.0%} interval",
+        "unpaired_improvement": "rliable's probability of improvement, unpaired: P(a completed run of the "
+        "arm beats one of the baseline) over all cross pairs, ties counting 1/2",
+        "claim": verdict.CLAIM_RULE,
+    }
 
 
 def pairs(variant_jobs: dict[str, list[Job]], baseline: str) -> list[tuple[Job, Job]]:
@@ -135,6 +178,10 @@ def pairs(variant_jobs: dict[str, list[Job]], baseline: str) -> list[tuple[Job, 
         for j in jobs
         if j.pair_key in base
     ]
+
+
+def comparison_of(doc: dict, variant: str, metric: str) -> dict | None:
+    return next((c for c in doc["comparisons"] if c["variant"] == variant and c["metric"] == metric), None)
 
 
 def fmt(x, digits: int = 4) -> str:
@@ -151,17 +198,24 @@ def fmt_p(p) -> str:
 
 def verdict_words(c: dict) -> str:
     """The verdict in plain words, with the test that decided and, when nothing was found, the size of
-    difference these seeds could have detected."""
+    difference these seeds could have detected and the seeds that would detect the observed one."""
     v = c["verdict"]
     if c["n"] == 0:
         return "no paired seeds"
     if c["mean_diff"] == 0 and (c["n"] == 1 or c["sd_diff"] == 0):
         return "no difference detected (identical on every paired seed)"
-    why = f"{v['test_used']}, Holm p = {fmt_p(v['adjusted_p'])}"
+    why = f"{v['test_used']}, Holm p = {fmt_p(v['adjusted_p'])}, m = {v['family']}"
     if v["test_used"] == "t-test" and not math.isfinite(v["p"]) and c["t_test"].get("note"):
         why = f"t-test: {c['t_test']['note']}"
-    if v["verdict"] != "no difference detected":
+    if v["verdict"] != verdict.NO_DIFFERENCE:
         return f"{v['verdict']} ({why})"
-    mdd = v["min_detectable_diff"]
-    can = f"; could detect ±{mdd:.3g}" if math.isfinite(mdd) and mdd > 0 else ""
-    return f"no difference detected ({why}{can})"
+    mdd, seeds = v["min_detectable_diff"], v["seeds_for_observed"]
+    can = f"could detect ±{mdd:.3g}" if math.isfinite(mdd) else "detectable difference undefined"
+    level = f"power {v['power']:.0%} at α/{v['family']}"
+    if seeds is not None:
+        needed = f"{seeds} seeds would detect the observed {c['mean_diff']:+.3g}"
+    elif c["n"] >= 2 and c["sd_diff"] > 0 and c["mean_diff"]:
+        needed = f"more than {power.MAX_SEEDS} seeds would detect the observed {c['mean_diff']:+.3g}"
+    else:
+        needed = "seeds to detect the observed difference: undefined"
+    return f"no difference detected ({why}; {can}, {level}; {needed})"

@@ -75,7 +75,8 @@ def _paired(plt, sweep_dir: Path, doc: dict) -> Path:
         ax.set_yticks(range(len(comps)), [c["variant"] for c in comps], fontsize=8)
         ax.set_ylim(-0.7, max(len(comps), 1) - 0.3)
         better = "higher" if doc["metrics"][metric]["higher_is_better"] else "lower"
-        ax.set_xlabel(f"{metric}: variant − baseline, 95% bootstrap CI ({better} is better)", fontsize=9)
+        methods = "/".join(sorted({c["ci_method"] for c in comps if c["ci_method"]})) or "none"
+        ax.set_xlabel(f"{metric}: variant − baseline, 95% CI: {methods} ({better} is better)", fontsize=9)
         if not comps:
             ax.text(0.5, 0.5, "no variant besides the baseline", ha="center", transform=ax.transAxes)
     axes[0, 0].set_title(f"paired difference to the baseline\n{doc['baseline']['variant']}", fontsize=9)

@@ -1,5 +1,5 @@
-"""The report's files: report.json (everything, NaN as null), report.csv (one row per variant), report.md
-(variants with their verdict, the paired comparisons, the jobs), the plots, and the W&B report run."""
+"""The report's files: report.json (everything, NaN as null, every job's per-seed values), report.csv (one
+row per variant), report.md (``report_markdown``), the plots, and the W&B report run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import math
 from pathlib import Path
 
-from recipelab.results.report_compare import fmt, fmt_p
+from recipelab.results.report_compare import comparison_of
+from recipelab.results.report_markdown import markdown
 from recipelab.results.report_plots import plot
 from recipelab.results.wandb_run import log_result
 
@@ -32,14 +33,17 @@ COLUMNS = (
     "images/s",
 )
 STAT_COLUMNS = ("iqm", "min", "max")
-COMPARISON_COLUMNS = ("paired seeds", "diff", "diff ci low", "diff ci high", "p perm", "p t-test")
-VERDICT_COLUMNS = ("p holm", "test used", "verdict", "min detectable diff", "prob improvement")
-
-
-def _reach(cost: dict) -> str:
-    """Epochs to the baseline's final mean val/acc, with the training seconds by then where known."""
-    epochs, seconds = cost["epochs_to_baseline_val_acc"], fmt(cost["seconds_to_baseline_val_acc"], 1)
-    return fmt(epochs) + (f" ({seconds} s)" if epochs is not None and seconds != "—" else "")
+COMPARISON_COLUMNS = ("paired seeds", "diff", "diff ci low", "diff ci high", "diff ci method", "p perm")
+COMPARISON_COLUMNS += ("p t-test", "improved seeds", "improved share", "improved ci low", "improved ci high")
+COMPARISON_COLUMNS += ("prob improvement unpaired",)
+VERDICT_COLUMNS = (
+    "p holm",
+    "family",
+    "test used",
+    "verdict",
+    "min detectable diff",
+    "seeds for observed diff",
+)
 
 
 def clean(x):
@@ -51,10 +55,6 @@ def clean(x):
     if isinstance(x, list | tuple):
         return [clean(v) for v in x]
     return x
-
-
-def comparison_of(doc: dict, variant: str, metric: str) -> dict | None:
-    return next((c for c in doc["comparisons"] if c["variant"] == variant and c["metric"] == metric), None)
 
 
 def csv_rows(doc: dict) -> tuple[list[str], list[dict]]:
@@ -80,11 +80,13 @@ def csv_rows(doc: dict) -> tuple[list[str], list[dict]]:
         for m in compared:
             c = comparison_of(doc, v["variant"], m)
             if c is not None:
-                ver = c["verdict"]
-                values = (c["n"], c["mean_diff"], c["ci_low"], c["ci_high"], c["p_perm"], c["t_test"]["p"])
+                ver, imp = c["verdict"], c["paired_improvement"]
+                values = (c["n"], c["mean_diff"], c["ci_low"], c["ci_high"], c["ci_method"], c["p_perm"])
+                values += (c["t_test"]["p"], imp["improved"], imp["share"], imp["ci_low"], imp["ci_high"])
+                values += (c["prob_improvement_unpaired"],)
                 row.update({f"{m} {k}": x for k, x in zip(COMPARISON_COLUMNS, values, strict=True)})
-                values = (ver["adjusted_p"], ver["test_used"], ver["verdict"], ver["min_detectable_diff"])
-                values += (c["prob_improvement"],)
+                values = tuple(ver[k] for k in ("adjusted_p", "family", "test_used", "verdict"))
+                values += (ver["min_detectable_diff"], ver["seeds_for_observed"])
                 row.update({f"{m} {k}": x for k, x in zip(VERDICT_COLUMNS, values, strict=True)})
         rows.append({k: row.get(k) for k in columns})
     return columns, rows
@@ -97,108 +99,6 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(clean(rows))
 
 
-def _pm(s: dict) -> str:
-    if s["n"] == 0:
-        return "—"
-    return f"{s['mean']:.4f} ± {s['std']:.4f}" if math.isfinite(s["std"]) else f"{s['mean']:.4f}"
-
-
-def _interval(c: dict) -> str:
-    if c["n"] == 0:
-        return "—"
-    return f"{c['mean_diff']:+.4f} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
-def markdown(doc: dict) -> str:
-    base, stat, alpha = doc["baseline"]["variant"], doc["statistics"], doc["statistics"]["alpha"]
-    compared = [m for m, info in doc["metrics"].items() if info["compared"]]
-    keys = ", ".join(doc["swept_keys"]) or "—"
-    lines = [
-        f"# Ablation report: {Path(doc['sweep_dir']).name}",
-        "",
-        f"{len(doc['jobs'])} jobs, {len(doc['variants'])} variants (swept: {keys}); "
-        f"baseline `{base}` (chosen by {doc['baseline']['chosen_by']}).",
-        "",
-        "- per variant: mean ± sample std (n − 1) over its completed jobs; IQM from 4 seeds",
-        "- each variant − the baseline over the seeds both completed: the mean paired difference, its "
-        f"{stat['level']:.0%} bootstrap interval ({stat['bootstrap']})",
-        f"- decided by {stat['decides']} ({stat['t_test_assumption']}); {stat['multiple_comparisons']}; "
-        f"α = {alpha}",
-        f"- {stat['verdict']}; otherwise no difference detected, with the smallest difference these seeds "
-        f"could detect ({stat['min_detectable_diff']})",
-    ]
-    prov = doc["provenance"]
-    if prov["mixed_pairs"]:
-        lines += ["", f"**Mixed code** (report.allow_mixed_code): {'; '.join(prov['mixed_pairs'])}."]
-    header = ["variant", "n", "test/acc", "IQM", "min – max", "test/loss", "Δ test/acc [95% CI]", "verdict"]
-    header += ["train time (s)", "epochs (s) to baseline val/acc", "images/s"]
-    header += ["best epoch", "failed", "diverged"]
-    rows = []
-    for v in doc["variants"]:
-        acc, c = v["metrics"]["test/acc"], comparison_of(doc, v["variant"], "test/acc")
-        cost = v["cost"]
-        rows.append(
-            [
-                v["variant"],
-                v["n"],
-                _pm(acc),
-                fmt(acc["iqm"]),
-                f"{fmt(acc['min'])} – {fmt(acc['max'])}" if acc["n"] else "—",
-                _pm(v["metrics"]["test/loss"]),
-                "baseline" if v["baseline"] else _interval(c),
-                "baseline" if v["baseline"] else c["verdict"]["words"],
-                fmt(cost["train_time_s"], 1),
-                _reach(cost) if v["n"] else "—",
-                fmt(cost["images_per_s"], 0),
-                fmt(v["best_epoch"]),
-                v["failed"],
-                v["diverged"],
-            ]
-        )
-    lines += ["", "## Variants", "", *_table(header, rows)]
-    if doc["comparisons"]:
-        header = ["variant", "metric", "paired seeds", "Δ mean [95% CI]", "permutation p"]
-        header += ["t-test p [95% CI]", "P(improvement)", "Holm p (test)", "verdict", "min detectable Δ"]
-        rows = []
-        for c in doc["comparisons"]:
-            t, ver = c["t_test"], c["verdict"]
-            rows.append(
-                [
-                    c["variant"],
-                    c["metric"] + ("" if c["higher_is_better"] else " (lower is better)"),
-                    c["n"],
-                    _interval(c),
-                    fmt_p(c["p_perm"]) + ("" if c["p_perm_exact"] else " (sampled)"),
-                    f"{fmt_p(t['p'])} [{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]",
-                    fmt(c["prob_improvement"], 2),
-                    f"{fmt_p(ver['adjusted_p'])} ({ver['test_used']})",
-                    ver["verdict"],
-                    fmt(ver["min_detectable_diff"]),
-                ]
-            )
-        lines += ["", f"## Paired comparisons with the baseline (`{base}`)", "", *_table(header, rows)]
-        unpaired = [c for c in doc["comparisons"] if c["unpaired_jobs"] and c["metric"] == compared[0]]
-        for c in unpaired:
-            jobs = ", ".join(f"{u['side']} job {u['job']} ({u['status']})" for u in c["unpaired_jobs"])
-            seeds = ", ".join(str(s) for s in c["unpaired_seeds"])
-            lines.append(f"\nUnpaired in `{c['variant']}`: seed {seeds}, left out of its comparison: {jobs}.")
-    lines += ["", "## Jobs", "", "| job | options | status | test/acc |", "| --- | --- | --- | --- |"]
-    shown = [*doc["swept_keys"], *doc["seed_keys"]]
-    for j in doc["jobs"]:
-        status = j["status"] if j["status"] == "completed" else f"**{j['status'].upper()}**"
-        acc = j["metrics"].get("test/acc") if j["status"] == "completed" else None
-        options = " ".join(f"{k}={j['overrides'][k]}" for k in shown if k in j["overrides"])
-        lines.append(f"| {j['job']} | `{options}` | {status} | {fmt(acc)} |")
-    lines += ["", "![test accuracy per variant](accuracy.png)", "", "![validation curves](val_curves.png)"]
-    lines += ["", "![paired differences with the baseline](paired_diff.png)", ""]
-    return "\n".join(lines)
-
-
 def write_all(sweep_dir: Path, doc: dict, log_wandb: bool = True) -> list[Path]:
     (sweep_dir / "report.json").write_text(json.dumps(clean(doc), indent=2) + "\n")
     columns, rows = csv_rows(doc)
@@ -207,12 +107,13 @@ def write_all(sweep_dir: Path, doc: dict, log_wandb: bool = True) -> list[Path]:
     images = plot(sweep_dir, doc)
     if log_wandb:
         comparisons = [
-            [c["variant"], c["metric"], c["n"], c["mean_diff"], c["ci_low"], c["ci_high"], c["p_perm"]]
-            + [c["t_test"]["p"], *(c["verdict"][k] for k in ("adjusted_p", "test_used", "verdict"))]
+            [c["variant"], c["metric"], c["n"], c["mean_diff"], c["ci_low"], c["ci_high"], c["ci_method"]]
+            + [c["p_perm"], c["t_test"]["p"], c["paired_improvement"]["share"]]
+            + [c["verdict"][k] for k in ("adjusted_p", "test_used", "verdict")]
             for c in doc["comparisons"]
         ]
-        comparison_columns = ["variant", "metric", "paired seeds", "diff", "ci low", "ci high", "p perm"]
-        comparison_columns += ["p t-test", "p holm", "test used", "verdict"]
+        comparison_columns = ["variant", "metric", "paired seeds", "diff", "ci low", "ci high", "ci method"]
+        comparison_columns += ["p perm", "p t-test", "improved share", "p holm", "test used", "verdict"]
         log_result(
             "report",
             doc["group"],
