@@ -1,10 +1,12 @@
-"""Hydra conventions users bring: --config-dir with their own configs, and the debug group."""
+"""Hydra conventions users bring: --config-dir with their own configs, the debug group, --help."""
 
 import csv
+import subprocess
+import sys
 
 from omegaconf import OmegaConf
 
-from tests.conftest import train_cli
+from tests.conftest import ROOT, train_cli
 
 
 def test_config_dir_adds_an_experiment_from_outside_the_repo(tmp_path):
@@ -59,3 +61,18 @@ def test_debug_profiler_writes_the_time_per_hook(tmp_path):
     report = (run.run_dir / "fit-profile.txt").read_text()
     (row,) = [line for line in report.splitlines() if line.strip().startswith("|  run_training_batch")]
     assert "|  20 " in row.replace("\t", " ")  # 20 training steps, each timed
+
+
+def test_help_lists_every_group_and_its_options():
+    """README: `python -m recipelab.train --help` lists the groups and their options (read from conf/)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "recipelab.train", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    listed = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and "," in line)
+    for group in ("optimizer", "scheduler", "normalization", "regularization", "model", "data"):
+        options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+        assert listed[group].split(", ") == options

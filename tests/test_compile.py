@@ -1,4 +1,4 @@
-"""compile=true: the model is torch.compile'd in place (opt-in; see the README's Performance section)."""
+"""compile=true: the model is torch.compile'd in place (opt-in; see docs/performance.md, "Performance")."""
 
 import pytest
 import torch

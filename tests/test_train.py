@@ -24,6 +24,24 @@ def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
     assert m["metrics"]["last_train/sparsity"] == pytest.approx(small, abs=1e-6)
 
 
+def test_the_run_folder_holds_what_the_readme_lists(one_epoch_run):
+    """The README's run folder: train.log with the run's own lines, the best checkpoint by val/acc beside
+    last.ckpt, last_val/* and the provenance of the code, packages and device in metrics.json."""
+    run_dir, m = one_epoch_run.run_dir, one_epoch_run.metrics()
+    assert "iterations per epoch: 20 batches" in (run_dir / "train.log").read_text()
+    (best,) = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
+    assert best.samefile(m["best_checkpoint"])
+    assert m["metrics"]["last_val/acc"] == m["history"][-1]["val/acc"]  # one epoch: the last is the best
+    versions = m["provenance"]["versions"]
+    assert set(versions) == {
+        "torch",
+        "lightning",
+        "hydra-core",
+        "recipelab",
+    } and torch.__version__.startswith(versions["torch"])
+    assert m["provenance"]["device"]
+
+
 def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
     (path,) = run_files(one_epoch_run.run_dir)
     run = read_run(path)

@@ -2,7 +2,7 @@
 
 An entry is thin: it parses its arguments, calls one function and exits through ``error_boundary``,
 which turns the errors that mean "this run ended for a known reason" into one line and an exit code
-(the table in the README's "How a run ends"): bad input 2, divergence 3, SIGINT 130, SIGTERM 143.
+(the table in docs/how-a-run-ends.md): bad input 2, divergence 3, SIGINT 130, SIGTERM 143.
 """
 
 from __future__ import annotations
