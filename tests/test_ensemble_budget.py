@@ -42,7 +42,9 @@ def run_script(tmp_path, *args, **env):
     fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
     fake.chmod(0o755)
     full_env = {**os.environ, "PY": str(fake), "OUT": str(tmp_path / "out"), **env}
-    proc = subprocess.run(["bash", str(SCRIPT), *args], env=full_env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=300
+    )
     return proc, (log.read_text().splitlines() if log.exists() else [])
 
 

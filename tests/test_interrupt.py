@@ -1,6 +1,7 @@
 """SIGINT and SIGTERM during training: the step under way finishes, last.ckpt holds it, metrics.json says
 `interrupted`, the exit code is 130 / 143, and resuming ends exactly where an uninterrupted run ends."""
 
+import shutil
 import signal
 
 import pytest
@@ -18,6 +19,10 @@ def straight(tmp_path_factory):
     run = train_cli(tmp_path_factory.mktemp("straight"), *EXACT)
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     return run
+
+
+def _contents(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def _weights(run_dir):
@@ -60,10 +65,14 @@ def test_signal_mid_epoch_is_recorded_and_resumes_exactly(straight, tmp_path, na
 
 
 def test_stale_temporary_files_are_removed_on_the_next_start(straight, tmp_path):
-    run_dir = straight.run_dir
+    # a copy: resuming writes into the run folder, which the other tests read as it was trained
+    run_dir = shutil.copytree(straight.run_dir, tmp_path / "run")
+    shared = _contents(straight.run_dir)
     stale = [run_dir / "checkpoints" / ".last.ckpt.tmp-99999", run_dir / "metrics.json.tmp"]
     for path in stale:
         path.write_bytes(b"half written")
     resumed = train_cli(tmp_path, f"resume={run_dir}", quick=False)
     assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
     assert not any(p.exists() for p in stale)
+    now = _contents(straight.run_dir)  # the original is byte for byte as it was trained
+    assert [str(p) for p in sorted(now.keys() | shared.keys()) if now.get(p) != shared.get(p)] == []

@@ -23,7 +23,9 @@ def test_offline_is_the_default():
         "import os; "
         "from recipelab.records import tracking as t; print(t.settle_wandb_mode(), os.environ['WANDB_MODE'])"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
     assert proc.stdout.split() == ["offline", "offline"] and proc.stderr == ""
 
 

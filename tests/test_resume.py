@@ -169,7 +169,9 @@ save({"step": 2, "w": torch.zeros(100_000)}, path)
 @pytest.mark.parametrize("mode", ["atomic", "in_place"])
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, mode):
     path = tmp_path / "last.ckpt"
-    proc = subprocess.run([sys.executable, "-c", SAVE_AND_CRASH, mode, str(path)], capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", SAVE_AND_CRASH, mode, str(path)], capture_output=True, timeout=300
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     if mode == "in_place":  # the control: without the rename, the crash leaves a broken file
         with pytest.raises(RuntimeError):

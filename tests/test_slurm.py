@@ -3,7 +3,8 @@ a job that gets SLURM's time-limit warning saves its step, requeues itself and e
 uninterrupted job ends, a DDP job whose 2 ranks SLURM starts, and a failed job that does not stop the sweep.
 
 The cluster is started here (as root; the packages installed with apt if missing) and stopped at the end if
-these tests started it; where it cannot run, every test is skipped with the reason."""
+these tests started it. Every test is skipped, with the reason, only where the cluster cannot be had: not
+root, or SLURM not installed and not installable; as root with SLURM installed, a start that fails fails."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class WarnAtStep(L.Callback):
         if first_start and trainer.global_step == self.step and trainer.global_rank == 0:
             # scancel runs inside the job, so SLURM signals it too: it ignores USR2 (kept across exec)
             job = os.environ["SLURM_JOB_ID"]
-            subprocess.run(["sh", "-c", 'trap "" USR2; exec scancel --signal=USR2 "$0"', job], check=True)
+            warn = ["sh", "-c", 'trap "" USR2; exec scancel --signal=USR2 "$0"', job]
+            subprocess.run(warn, check=True, timeout=60)
 
 
 def _cluster_env() -> dict:
@@ -46,20 +48,28 @@ def _cluster_env() -> dict:
     return {"SLURM_CONF": f"{folder}/slurm.conf"}
 
 
+def _installed() -> bool:
+    return all(shutil.which(cmd) for cmd in ("slurmctld", "slurmd", "sbatch", "munged"))
+
+
 @pytest.fixture(scope="module")
 def slurm():
     """The environment that points SLURM's commands at the local cluster; the cluster up meanwhile."""
     env = {**os.environ, **_cluster_env()}
-    status = subprocess.run([SCRIPT, "status"], env=env, capture_output=True)
+    status = subprocess.run([SCRIPT, "status"], env=env, capture_output=True, timeout=60)
     up = bool(shutil.which("sinfo")) and status.returncode == 0
     if not up:
         if os.geteuid() != 0:
             pytest.skip("a local SLURM cluster needs root (scripts/slurm_local.sh start)")
-        if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        if not _installed() and not shutil.which("apt-get"):
             pytest.skip("SLURM is not installed and there is no apt-get to install it")
         start = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=900)
         if start.returncode != 0:
-            pytest.skip(f"the local SLURM cluster did not start: {start.stderr.strip()[-1500:]}")
+            subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, timeout=120)
+            why = start.stderr.strip()[-1500:]
+            if not _installed():
+                pytest.skip(f"SLURM could not be installed: {why}")
+            pytest.fail(f"SLURM is installed but the local cluster did not start: {why}")
     yield _cluster_env()
     if not up:
         subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, timeout=120)

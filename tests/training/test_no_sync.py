@@ -1,13 +1,23 @@
 """The training step makes no device→host sync on the steps that do not log (issue 17).
 
-On the CPU there is no device queue to drain, so the test watches for the operators that would make
-the host wait on a GPU: every aten call inside the training steps goes through a TorchDispatchMode,
-which records the sync operators (``.item()``, ``bool(tensor)``, ``nonzero``, ...) with the batch they
-happened in. Only the batches whose loggers write (and read values anyway) may contain them.
+On the CPU there is no device queue to drain, so the test watches for what would make the host wait on
+a GPU, with two pairs of eyes, each recording what it saw under the batch it happened in:
+
+- every aten call inside the training steps goes through a TorchDispatchMode, which records the operators
+  that need a value on the host (``nonzero``, ``masked_select``, ``.item()``'s ``_local_scalar_dense``...);
+- the tensor methods that copy to the host (``item``, ``tolist``, ``numpy``, ``cpu``, ``bool``, ``float``,
+  ``int``, ``index``, and ``to`` the host) are wrapped: on a CPU tensor most send no operator to the mode.
+  On the CPU the host is the training device too, so ``to`` counts where the code names the host
+  (``"cpu"``), not where it names the device it computes on (``x.device``, ``self.device``, a tensor):
+  those are moves to the device on a GPU (the batch's transfer, a mask drawn on the host). A
+  ``to(torch.device("cpu"))`` goes unseen here; the ``gpu`` test below sees it.
+
+Only the batches whose loggers write (and read values anyway) may contain them.
 """
 
 from __future__ import annotations
 
+import functools
 import traceback
 import warnings
 
@@ -21,7 +31,17 @@ from tests.training.composed import compose_train
 
 # operators that copy a device value to the host (or need its value to size their output)
 SYNC_OPS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal", "_unique2", "item"}
+# tensor methods that read a value on the host; on the CPU most never reach the dispatcher
+HOST_READS = ("item", "tolist", "numpy", "cpu", "to", "__bool__", "__float__", "__int__", "__index__")
 EVERY = 20
+
+
+def _to_host(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether this call copies to the host: always, but for ``to``, whose target must name the CPU."""
+    if name != "to":
+        return True
+    named = [a for a in (*args, kwargs.get("device")) if isinstance(a, str)]
+    return any(torch.device(a).type == "cpu" for a in named)
 
 
 class _Recorder(TorchDispatchMode):
@@ -31,25 +51,60 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]
-        if name in SYNC_OPS and self.probe.batch is not None:
-            self.probe.syncs.setdefault(self.probe.batch, []).append(name)
+        if name in SYNC_OPS:
+            self.probe.record(name)
         return func(*args, **(kwargs or {}))
 
 
 class SyncProbe(L.Callback):
-    """Records the sync operators of each training batch, from its start until the next one starts or
-    validation begins (so the batch's own hooks, the optimizer step and the callbacks' checks count)."""
+    """Records the syncs of each training batch, from its start until the next one starts or validation
+    begins (so the batch's own hooks, the optimizer step and the callbacks' checks count)."""
 
     def __init__(self):
         self.batch: int | None = None
         self.syncs: dict[int, list[str]] = {}
         self.mode = _Recorder(self)
+        self._saved: dict[str, object] = {}
+
+    def record(self, what: str) -> None:
+        if self.batch is not None:
+            self.syncs.setdefault(self.batch, []).append(what)
+
+    def __enter__(self):
+        for name in HOST_READS:
+            self._saved[name] = torch.Tensor.__dict__.get(name)  # None: inherited from the C base
+            setattr(torch.Tensor, name, self._watched(name, getattr(torch.Tensor, name)))
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if not self._saved:  # not watching
+            return
+        self.mode.__exit__(*exc)
+        for name, own in self._saved.items():
+            if own is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, own)
+        self._saved.clear()
+
+    def _watched(self, name, method):
+        @functools.wraps(method)
+        def watched(tensor, *args, **kwargs):
+            if _to_host(name, args, kwargs):
+                self.record(f"Tensor.{name}")
+            return method(tensor, *args, **kwargs)
+
+        return watched
 
     def on_train_start(self, trainer, pl_module):
-        self.mode.__enter__()
+        self.__enter__()
 
     def on_train_end(self, trainer, pl_module):
-        self.mode.__exit__(None, None, None)
+        self.__exit__(None, None, None)
+
+    def on_exception(self, trainer, pl_module, exception):  # the other tests get torch's own methods back
+        self.__exit__(None, None, None)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.batch = trainer.global_step
@@ -58,19 +113,28 @@ class SyncProbe(L.Callback):
         self.batch = None
 
 
-def test_the_probe_sees_a_sync():
+def test_the_probe_sees_every_host_read():
     probe = SyncProbe()
     probe.batch = 0
-    with probe.mode:
-        bool(torch.tensor(1.0) > 0)
-        torch.tensor([0, 1]).nonzero()
-    # what the old per-step check did (bool of a tensor), and a boolean-mask index
-    assert probe.syncs == {0: ["_local_scalar_dense", "nonzero"]}
+    x = torch.tensor([1.0, 2.0])
+    with probe:
+        bool(x[0] > 0), float(x[0]), int(x[0]), [0, 1][x[0].long()], x.sum().item()
+        x.tolist(), x.numpy(), x.cpu(), x.to("cpu"), x.to("cpu:0", torch.float64), x.to(device="cpu")
+        x.to(x.device), x.to(x), x.to(torch.float64)  # to the device it computes on, or no device
+        x.nonzero()
+    seen = probe.syncs[0]
+    for name in HOST_READS:
+        assert f"Tensor.{name}" in seen, name
+    assert seen.count("Tensor.to") == 3 and "nonzero" in seen and "_local_scalar_dense" in seen
+    probe.syncs.clear()
+    x.tolist(), x.to("cpu"), float(x[0])
+    assert not probe.syncs and not any(n in torch.Tensor.__dict__ for n in HOST_READS)  # all restored
 
 
-def fit_with(probe_cls, tmp_path, *recipe):
+def fit_with(probe_cls, tmp_path, *recipe, step=None):
     """A 50-step fit (batches 19 and 39 log) with ``probe_cls`` first among the callbacks, so that a batch's
-    number is set before the other callbacks' hooks of that batch run; the probe."""
+    number is set before the other callbacks' hooks of that batch run; ``step``: wraps the module's
+    training step. The probe."""
     cfg = compose_train(
         *recipe,
         "data.train_size=1000",
@@ -86,6 +150,8 @@ def fit_with(probe_cls, tmp_path, *recipe):
     probe = next(c for c in run.callbacks if isinstance(c, probe_cls))
     run.trainer.callbacks.remove(probe)
     run.trainer.callbacks.insert(0, probe)
+    if step is not None:
+        run.module.training_step = step(run.module.training_step)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.global_step == 50
     return probe
@@ -97,6 +163,20 @@ def test_the_training_step_syncs_only_on_the_steps_the_loggers_write(tmp_path, r
     logging_batches = {b for b in range(50) if (b + 1) % EVERY == 0}
     assert set(probe.syncs) <= logging_batches, probe.syncs
     assert set(probe.syncs) == logging_batches  # the probe works: the logging steps do read values
+
+
+def test_a_step_that_reads_a_value_on_every_batch_is_caught(tmp_path):
+    def reading(training_step):
+        def step(batch, batch_idx):
+            loss = training_step(batch, batch_idx)
+            loss.detach().tolist()  # a value for a progress print: a device→host copy on a GPU
+            return loss
+
+        return step
+
+    probe = fit_with(SyncProbe, tmp_path, "model=mlp", step=reading)
+    assert set(probe.syncs) == set(range(50))
+    assert all("Tensor.tolist" in probe.syncs[b] for b in range(50))
 
 
 class CudaSyncProbe(SyncProbe):
