@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,12 @@ def train_cli(
     full_env.pop("WANDB_SERVICE", None)  # its own W&B service, as a run started from a shell has
     proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Run(proc, log_dir)
+
+
+def printed_numbers(line: str) -> dict[str, float]:
+    """The ``<label> <number>`` and ``<label>=<number>`` pairs of a line an entry prints last:
+    ``test acc 0.9353, NLL 0.2100 (T=1.2000)`` → ``{"acc": 0.9353, "NLL": 0.21, "T": 1.2}``."""
+    return {label: float(value) for label, value in re.findall(r"([A-Za-z]+)[ =]([-+]?\d+\.\d+)", line)}
 
 
 @pytest.fixture(scope="session")

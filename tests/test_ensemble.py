@@ -14,7 +14,7 @@ from recipelab.errors import UserError
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.results.checkpoint import load_checkpoint, load_member
 from recipelab.results.ensemble import average_weights, resolve_source
-from tests.conftest import ROOT, standardize, train_cli
+from tests.conftest import ROOT, printed_numbers, standardize, train_cli
 
 
 def ensemble_cli(*overrides):
@@ -77,6 +77,17 @@ def test_ensemble_is_the_mean_of_member_probabilities(seed_sweep):
     train_group = json.loads((seed_sweep / "0" / "metrics.json").read_text())["group"]
     assert run.job_type == "ensemble" and run.group == train_group
     assert run.summary["ensemble/acc"] == pytest.approx(acc, abs=1e-6)
+    # it ends with the numbers of ensemble.json and the files it wrote
+    found, scaled, wrote = proc.stdout.splitlines()[-3:]
+    e = result["ensemble"]
+    assert found.startswith("ensemble of 3 members (mean): test acc ")
+    scores = {"acc": e["acc"], "NLL": e["nll"], "ECE": e["ece"], "Brier": e["brier"]}
+    assert printed_numbers(found) == pytest.approx(scores, abs=5e-5)
+    gain = float(found.split("; ")[1].removesuffix(" acc over the best member"))
+    assert gain == pytest.approx(result["gain_over_best_member"], abs=5e-5)
+    ts = {k: e[f"ts/{k.lower()}"] for k in ("acc", "NLL", "ECE", "Brier")}
+    assert printed_numbers(scaled) == pytest.approx({"T": e["temperature"], **ts}, abs=5e-5)
+    assert wrote == f"wrote ensemble.json, ensemble.md, ensemble_curve.png in {seed_sweep}"
 
 
 def test_weight_averaging_averages_the_weights(seed_sweep):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recipelab.records.wandb_file import read_run, run_files
-from tests.conftest import ROOT, train_cli
+from tests.conftest import ROOT, printed_numbers, train_cli
 
 
 def evaluate_cli(*overrides):
@@ -40,10 +40,17 @@ def test_evaluate_equals_the_test_of_training(fp32_run, tmp_path):
     assert result["checkpoint"] == str(tested)  # a run folder: the checkpoint it tested
     for key, tolerance in (("test/acc", 1e-3), ("test/nll", 5e-3), ("test/ece", 5e-3)):
         assert result["metrics"][key] == pytest.approx(trained["metrics"][key], abs=tolerance), key
-    assert f"test/acc: {result['metrics']['test/acc']:.4f}" in proc.stdout
     # temperature scaling (on by default): scores after it, the same accuracy
-    assert f"temperature: {result['metrics']['temperature']:.4f}" in proc.stdout
     assert result["metrics"]["test/ts/acc"] == result["metrics"]["test/acc"]
+    # it ends with the scores of evaluate.json, before and after scaling, and the file it wrote
+    where, plain, after, wrote = proc.stdout.splitlines()[-4:]
+    m = {k.removeprefix("test/"): v for k, v in result["metrics"].items()}
+    assert where == f"{tested} on test (tta_flip={result['tta_flip']}, tta_shift={result['tta_shift']}):"
+    scores = {"acc": m["acc"], "NLL": m["nll"], "ECE": m["ece"], "Brier": m["brier"]}
+    assert plain.startswith("test acc ") and printed_numbers(plain) == pytest.approx(scores, abs=5e-5)
+    scaled = {"T": m["temperature"], "acc": m["ts/acc"], "NLL": m["ts/nll"], "ECE": m["ts/ece"]}
+    assert printed_numbers(after) == pytest.approx({**scaled, "Brier": m["ts/brier"]}, abs=5e-5)
+    assert wrote == f"wrote evaluate.json in {run_dir}"
     # its own W&B run, job_type=evaluate, in the run's group
     (new,) = run_files(run_dir)[before:] if len(run_files(run_dir)) > before else [None]
     assert new is not None

@@ -1,9 +1,12 @@
 """End to end: `python -m recipelab.train` for one epoch, and what its run folder holds."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from recipelab.records.wandb_file import read_run, run_files
+from tests.conftest import printed_numbers
 
 
 def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
@@ -42,6 +45,24 @@ def test_the_run_folder_holds_what_the_readme_lists(one_epoch_run):
     assert m["provenance"]["device"]
 
 
+def test_the_run_ends_with_what_it_found(one_epoch_run):
+    """stdout and train.log end with the status, the test scores and epoch of the tested checkpoint, the
+    time, the run folder and the next commands: the numbers of the run's metrics.json."""
+    m, run_dir = one_epoch_run.metrics(), one_epoch_run.run_dir
+    tested = Path(m["best_checkpoint"]).relative_to(run_dir)
+    for text in (one_epoch_run.proc.stdout, (run_dir / "train.log").read_text()):
+        found, time, folder, evaluate, sync = text.splitlines()[-5:]
+        assert "completed: test acc" in found
+        scores = {label: m["metrics"][f"test/{label.lower()}"] for label in ("acc", "NLL", "ECE")}
+        assert printed_numbers(found) == pytest.approx(scores, abs=5e-5)
+        assert found.endswith(f"(best epoch {m['tested_epoch']} of {m['epochs']}, counted from 0: {tested})")
+        assert time == f"time: {m['train_time_s']:.1f} s training, {m['wall_time_s']:.1f} s in all"
+        assert folder == f"run folder: {run_dir}"
+        assert evaluate.startswith(f"next: make evaluate CKPT={run_dir} ")
+        assert sync.split()[:2] == ["make", "sync"]  # its W&B run is offline
+    assert m["tested_epoch"] == max(m["history"], key=lambda row: row["val/acc"])["epoch"]
+
+
 def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
     (path,) = run_files(one_epoch_run.run_dir)
     run = read_run(path)
@@ -64,6 +85,17 @@ def test_sweep_gives_each_job_its_folder_and_one_wandb_group(tmp_path):
     runs = [read_run(run_files(d)[0]) for d in dirs]
     assert runs[0].group == runs[1].group and runs[0].group.endswith("_default")
     assert all(r.job_type == "train" for r in runs)
+    # it ends with a table of its jobs, their numbers from their metrics.json, and the report to make
+    sweep = dirs[0].parent
+    counts, header, *rows, report = run.proc.stdout.splitlines()[-5:]
+    assert counts == f"sweep {sweep}: 2 jobs, 2 completed, 0 failed, 0 diverged"
+    assert header.split() == ["job", "status", "test", "acc", "overrides"]
+    for row, job in zip(rows, dirs, strict=True):
+        name, status, acc, overrides = row.split()
+        m = run.metrics(job)
+        assert (name, status, overrides) == (job.name, m["status"], f"seed={m['seed']}")
+        assert float(acc) == pytest.approx(m["metrics"]["test/acc"], abs=5e-5)
+    assert report == f"next: make report SWEEP={sweep}"
 
 
 def test_bad_data_root_fails_fast_with_exit_2(tmp_path, monkeypatch):

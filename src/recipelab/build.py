@@ -24,7 +24,7 @@ from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
-from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay
+from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay, quiet
 from recipelab.training.optim import describe_param_groups, scaled_lr
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import GracefulStop, ValidationHistory
@@ -162,6 +162,8 @@ def build_callbacks(cfg: DictConfig, logging: bool = True) -> list:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not logging:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.trainer.get("enable_model_summary", True):  # in place of Lightning's (build_run turns it off)
+        callbacks.append(quiet.ModelSummary())
     return callbacks
 
 
@@ -175,7 +177,10 @@ def build_loggers(cfg: DictConfig) -> list:
             identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags)
             identity.update(tracking.wandb_resume(Path(cfg.paths.output_dir)))
             config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
-            loggers.append(instantiate(conf, _partial_=True)(**identity, config=config))
+            logger = instantiate(conf, _partial_=True)(**identity, config=config)
+            # Lightning passes wandb.init `anonymous` always; wandb warns that the setting has no effect
+            logger._wandb_init.pop("anonymous", None)
+            loggers.append(logger)
         else:
             loggers.append(instantiate(conf))
     return loggers
@@ -184,15 +189,17 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
     """Seed, then data, module, loggers, callbacks and trainer of one run. ``trainer_overrides`` replace
     Trainer arguments (the lr finder runs without loggers or checkpoints)."""
+    quiet.silence()
+    quiet.warn_slow_bf16(cfg.trainer)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.batch_size)
     loggers = build_loggers(cfg) if "logger" not in trainer_overrides else []
     callbacks = build_callbacks(cfg, logging=bool(loggers)) if "callbacks" not in trainer_overrides else []
-    quiet = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
-    trainer = instantiate(
-        cfg.trainer, **{"callbacks": callbacks, "logger": loggers or False, **quiet, **trainer_overrides}
-    )
+    profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
+    # the model summary, if any, is among the callbacks (build_callbacks): Lightning must not add its own
+    own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
+    trainer = instantiate(cfg.trainer, **{**own, **trainer_overrides})
     datamodule.batch_size = per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)
 

@@ -9,15 +9,21 @@ ensemble_curve.png into the source folder, and logs a W&B run (job_type=ensemble
 
 from __future__ import annotations
 
+import time
+
 from omegaconf import DictConfig
 
 from recipelab.cli import hydra_entry
+from recipelab.records import summary
 from recipelab.results import ensemble_output
 from recipelab.results.ensemble import evaluate
 
 
 def task(cfg: DictConfig) -> None:
-    print(ensemble_output.write(evaluate(cfg), cfg.log_wandb))
+    start = time.time()
+    result = evaluate(cfg)
+    print(ensemble_output.write(result, cfg.log_wandb))
+    summary.emit(summary.ensemble_lines(result, summary.written(result["out_dir"], start)))
 
 
 main = hydra_entry(task, "ensemble", preflight=False)

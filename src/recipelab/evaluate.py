@@ -10,20 +10,19 @@ writes evaluate.json into the run folder and logs a W&B run (job_type=evaluate) 
 
 from __future__ import annotations
 
+import time
+
 from omegaconf import DictConfig
 
 from recipelab.cli import hydra_entry
+from recipelab.records import summary
 from recipelab.results.evaluation import evaluate
 
 
 def task(cfg: DictConfig) -> None:
+    start = time.time()
     result = evaluate(cfg)
-    views = f"tta_flip={result['tta_flip']}, tta_shift={result['tta_shift']}"
-    print(f"{result['checkpoint']} ({result['split']}, {views}):")
-    for key, value in result["metrics"].items():
-        print(f"  {key}: {value:.4f}")
-    if result["temperature_note"]:
-        print(result["temperature_note"])
+    summary.emit(summary.evaluate_lines(result, summary.written(result["out_dir"], start)))
 
 
 main = hydra_entry(task, "evaluate", preflight=False)

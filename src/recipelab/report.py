@@ -16,6 +16,7 @@ import sys
 import time
 
 from recipelab.cli import error_boundary
+from recipelab.records import summary
 from recipelab.results.report import ReportOptions, parse_args, report
 
 __all__ = ["ReportOptions", "main", "report"]
@@ -27,12 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     doc = report(sweep, options)
     print((sweep / "report.md").read_text())
-    claim = f"; claim: {doc['claim']['words']}" if doc["claim"] else ""
-    print(
-        f"{len(doc['variants'])} variants, baseline {doc['baseline']['variant']}{claim}; report.json, "
-        f"report.md, report.csv, accuracy.png, val_curves.png, paired_diff.png in {sweep} "
-        f"({time.time() - start:.1f} s)"
-    )
+    summary.emit(summary.report_lines(doc, sweep, summary.written(sweep, start), time.time() - start))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ KNOWN = np.array([10, 20, 30], np.uint8)[:, None, None].repeat(32, 1).repeat(32,
 KNOWN[0, 0, 5], KNOWN[2, 31, 0] = 255, 254  # but red at row 0 column 5, blue at row 31 column 0
 
 
-def _cifar10(folder: Path) -> tuple[np.ndarray, list[int]]:
+def _cifar10(folder: Path, write=_py2_pickle) -> tuple[np.ndarray, list[int]]:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (13, 3, 32, 32), dtype=np.uint8)
@@ -131,8 +131,8 @@ def _cifar10(folder: Path) -> tuple[np.ndarray, list[int]]:
     for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
         part = slice(2 * b, 2 * b + 2 if b < 5 else None)  # 2 images per training batch, 3 in the test batch
         batch = {"batch_label": f"batch {b + 1}", "labels": labels[part], "filenames": [f"{b}.png"]}
-        _py2_pickle(folder / name, {**batch, "data": _rows(images[part])})
-    _py2_pickle(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 10000})
+        write(folder / name, {**batch, "data": _rows(images[part])})
+    write(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 10000})
     return images, labels
 
 

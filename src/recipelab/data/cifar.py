@@ -28,18 +28,38 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
+
+class Refused(pickle.UnpicklingError):
+    """A pickle named a global outside ``ALLOWED``, or called one with other arguments than it allows."""
+
+
+def latin1_bytes(*args) -> bytes:
+    """``_codecs.encode`` as Python 3's pickler calls it for bytes at protocol 2 (``encode(text,
+    'latin1')``: each character one byte), and only so."""
+    if len(args) != 2 or not isinstance(args[0], str) or args[1] != "latin1":
+        raise Refused("_codecs.encode with other arguments than (text, 'latin1')")
+    return args[0].encode("latin-1")
+
+
+def empty_bytes(*args) -> bytes:
+    """``bytes()`` as that pickler calls it for ``b""`` (no arguments), and only so."""
+    if args:
+        raise Refused("__builtin__.bytes with arguments")
+    return b""
+
+
 # What a pickled numpy array needs, and nothing else: the published files name numpy 1's module, numpy 2
 # writes its own. dtype and ndarray are called with the file's arguments; neither runs anything else.
+# A file re-saved by Python 3 at protocol 2 writes bytes (keys, names, an array's data) as calls of
+# _codecs.encode and __builtin__.bytes: each stands in by a function that builds those bytes only.
 ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): latin1_bytes,
+    ("__builtin__", "bytes"): empty_bytes,
 }
-
-
-class Refused(pickle.UnpicklingError):
-    """A pickle named a global outside ``ALLOWED``."""
 
 
 class DataUnpickler(pickle.Unpickler):

@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict:
             # SWA leaves the averaged weights in the model at the end: test and keep those
             best = str(out / "checkpoints" / "swa.ckpt")
             trainer.save_checkpoint(best)
-        tested_val = _validation_of(best, run, last_val)
+        tested_val, record["tested_epoch"] = _validation_of(best, run, last_val)
         record["metrics"] = {**tested_val, **{f"last_{k}": v for k, v in (last_val | last_train).items()}}
         trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
@@ -92,18 +92,21 @@ def train(cfg: DictConfig) -> dict:
     return record
 
 
-def _validation_of(checkpoint: str, run, last_val: dict) -> dict:
-    """The validation metrics of the checkpoint that is tested: its row of the validation history (the
-    same step), else a validation pass over it (SWA's averaged weights were never validated)."""
-    if not checkpoint or not last_val:
-        return last_val
-    step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+def _validation_of(checkpoint: str, run, last_val: dict) -> tuple[dict, int | None]:
+    """The validation metrics and the epoch (counted from 0) of the checkpoint that is tested: its row of
+    the validation history (the same step), else a validation pass over it (SWA's averaged weights were
+    never validated). Without a checkpoint the last weights are tested: the last validation, no epoch."""
+    if not checkpoint:
+        return last_val, None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    if not last_val:
+        return last_val, saved["epoch"]
     rows = run.history.rows if run.history is not None else []  # before testing restores another state
-    row = next((r for r in reversed(rows) if r["step"] == step), None)
+    row = next((r for r in reversed(rows) if r["step"] == saved["global_step"]), None)
     if row is not None:
-        return {k: v for k, v in row.items() if k.startswith("val/")}
+        return {k: v for k, v in row.items() if k.startswith("val/")}, saved["epoch"]
     run.trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False)
-    return _metrics(run.trainer, "val/")
+    return _metrics(run.trainer, "val/"), saved["epoch"]
 
 
 def _metrics(trainer, prefix: str) -> dict:

@@ -12,6 +12,7 @@ interrupted job (SIGINT, SIGTERM) stops the sweep; re-running it resumes that jo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipelab.errors import Diverged, Interrupted, UserError
 from recipelab.records import tracking
 from recipelab.records.folder import job_dirs, read_record
+from recipelab.records.summary import sweep_lines
 from recipelab.run import distributed, resume
 
 FINISHED = ("completed", "diverged")  # a re-run keeps these: diverging again would teach nothing new
@@ -104,11 +106,16 @@ def run_job(cfg: DictConfig, train) -> dict:
         return record
 
 
-def summarize(sweep_dir: Path) -> dict:
-    """Each job's status (a job without a record counts as failed; a refused job as refused) and the
-    counts, into ``sweep.json``."""
-    jobs = {d.name: (read_record(d) or {}).get("status", "failed") for d in job_dirs(sweep_dir)}
-    jobs.update({p.stem: REFUSED for p in (Path(sweep_dir) / REFUSED).glob("*.json")})
+def job_records(sweep_dir: Path) -> dict[str, dict]:
+    """Each job's record, in job order: a job without one counts as failed, a refused job holds its note."""
+    records = {d.name: read_record(d) or {"status": "failed"} for d in job_dirs(sweep_dir)}
+    records.update({p.stem: json.loads(p.read_text()) for p in (Path(sweep_dir) / REFUSED).glob("*.json")})
+    return records
+
+
+def summarize(sweep_dir: Path, records: dict[str, dict]) -> dict:
+    """Each job's status and the counts, into ``sweep.json``."""
+    jobs = {name: record["status"] for name, record in records.items()}
     counts = Counter(jobs.values())
     summary = {"jobs": jobs, **{s: counts.get(s, 0) for s in STATUSES}}
     tracking.write_json(Path(sweep_dir) / "sweep.json", summary)
@@ -117,7 +124,7 @@ def summarize(sweep_dir: Path) -> dict:
 
 class SweepSummary(Callback):
     """Hydra callback: before a sweep, keep each existing job's .hydra/ (see ``run_job``); at its end, say
-    how many jobs completed, failed, diverged, were interrupted or refused."""
+    how many jobs completed, failed, diverged, were interrupted or refused, in a table of the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -130,6 +137,8 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         for job in job_dirs(sweep_dir):
             shutil.rmtree(job / PREVIOUS, ignore_errors=True)
-        s = summarize(sweep_dir)
-        counts = ", ".join(f"{s[k]} {k}" for k in STATUSES if s[k] or k in FINISHED + ("failed",))
-        print(f"sweep {sweep_dir}: {len(s['jobs'])} jobs, {counts}", flush=True)
+        records = job_records(sweep_dir)
+        s = summarize(sweep_dir, records)
+        counts = {k: s[k] for k in STATUSES if s[k] or k in FINISHED + ("failed",)}
+        # printed only: Hydra's log file handler still writes the last job's train.log here
+        print("\n".join(sweep_lines(sweep_dir, records, counts)), flush=True)
