@@ -24,7 +24,7 @@ from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
-from recipelab.training import RecipeModule, Regularizer, param_groups_weight_decay, quiet
+from recipelab.training import RecipeModule, Regularizer, compiled, param_groups_weight_decay, quiet
 from recipelab.training.optim import describe_param_groups, scaled_lr
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import GracefulStop, ValidationHistory
@@ -125,8 +125,10 @@ def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule
     optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
     # built once here so that a bad rule or option fails before any work; the module builds its own
     log.info(describe_param_groups(optimizer(param_groups(model))))
+    mode = cfg.get("compile_mode", "default")
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay those of the plain model
-        model.compile()
+        compiled.check(cfg.optimizer._target_, mode, cfg.trainer.get("accelerator", "auto"))
+        model.compile(mode=mode)
     return RecipeModule(
         model=model,
         optimizer=optimizer,
@@ -141,6 +143,7 @@ def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule
         channels_last=cfg.channels_last,
         num_classes=cfg.data.num_classes,
         config=OmegaConf.to_container(cfg, resolve=True),
+        compile_mode=mode if cfg.compile else None,
     )
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from recipelab.build import build_module, build_param_groups
 from recipelab.data import TensorBatchLoader
 from recipelab.training import RecipeModule
-from tests.training.composed import compose_train
+from tests.training.composed import bare_trainer, compose_train
 
 EPOCHS, BATCH, N = 4, 4, 12  # 3 optimizer steps per epoch, 12 in all
 SPE, T = N // BATCH, EPOCHS * N // BATCH
@@ -35,15 +35,7 @@ class LrTrace(L.Callback):
 
 def fit(module, x, y, epochs, val=False) -> LrTrace:
     trace = LrTrace()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[trace],
-        num_sanity_val_steps=0,
-    )
+    trainer = bare_trainer(max_epochs=epochs, callbacks=[trace], num_sanity_val_steps=0)
     loader = TensorBatchLoader(x, y, batch_size=BATCH, shuffle=True)
     trainer.fit(
         module, train_dataloaders=loader, val_dataloaders=TensorBatchLoader(x, y, len(y)) if val else None

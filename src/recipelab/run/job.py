@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipelab.build import build_run
 from recipelab.errors import Diverged, Interrupted
 from recipelab.records import tracking
+from recipelab.training import compiled
 
 
 def print_config(cfg: DictConfig) -> None:
@@ -54,6 +55,8 @@ def train(cfg: DictConfig) -> dict:
             raise Interrupted(run.stop.signum, trainer.global_step, trainer.current_epoch)
         # read before test: restoring the best checkpoint also restores the Timer's saved offset
         record["train_time_s"] = round(timer.time_elapsed("train"), 2) if timer else None
+        if cfg.compile:  # compiling happens inside training's first steps: its seconds, reported apart
+            record["compile_s"] = compiled.compile_seconds()
         last_val = _metrics(trainer, "val/")
         # the weights' sparsity at the last epoch's end (for the L1/L2 report); not the epoch's running
         # means (accuracy, loss), which a run resumed mid-epoch has only from its resume on

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from recipelab.models.whiten import Whitening
+from recipelab.training import compiled
 from recipelab.training.penalties import Regularizer
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
@@ -57,6 +58,7 @@ class RecipeModule(L.LightningModule):
     regularizer: adds its penalty to the training loss, applies its max-norm after every optimizer step,
         and gives the label smoothing of the training loss.
     config: a plain container saved into checkpoints so any checkpoint can rebuild its own model.
+    compile_mode: compile the optimizer's update in this torch.compile mode (``training/compiled.py``).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class RecipeModule(L.LightningModule):
         channels_last: bool = False,
         num_classes: int = 10,
         config: dict | None = None,
+        compile_mode: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters({"config": config or {}}, logger=False)
@@ -81,6 +84,7 @@ class RecipeModule(L.LightningModule):
         self.param_groups = param_groups
         self.tta_flip, self.tta_shift = tta_flip, tta_shift
         self.regularizer = regularizer
+        self.compile_mode = compile_mode  # the update compiled in this torch.compile mode; None: eager
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -221,6 +225,8 @@ class RecipeModule(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.regularizer is not None and self.regularizer.max_norm is not None:
             optimizer.register_step_post_hook(lambda *_: self.regularizer.constrain(self.model))
+        if self.compile_mode is not None:  # before the scheduler, which then counts the compiled steps
+            compiled.compile_step(optimizer, self.compile_mode)
         if self.scheduler_factory is None:
             return optimizer
         options = {"interval": "step", "frequency": 1, "name": "lr", **self.scheduler_options}
