@@ -42,25 +42,25 @@ lr-find: install ## Lightning's lr range test on the recipe: prints the suggesti
 ablate-optimizer: install ## the eight optimizers, each at its tuned lr, 3 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_optimizer $(ARGS)
 
-ablate-batch-size: install ## claim 7: batch sizes 1, 32 ... 256, full on 2000 images, lr scaled by sqrt(B/256), 3 seeds
+ablate-batch-size: install ## claim 7: batch sizes 1, 32 ... 256, full on 2000 images, lr scaled by sqrt(B/256), 8 seeds
 	$(PY) -m recipelab.train -m experiment=ablate_batch_size $(ARGS)
 
-ablate-momentum: install ## claim 1: sgd vs momentum vs nesterov, each at its tuned lr, 6 seeds (a sweep)
+ablate-momentum: install ## claim 1: sgd vs momentum vs nesterov, each at its tuned lr, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_momentum $(ARGS)
 
-ablate-adaptive: install ## claim 2: adagrad, rmsprop, adam, adamw vs nesterov, 6 seeds (a sweep)
+ablate-adaptive: install ## claim 2: adagrad, rmsprop, adam, adamw vs nesterov, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_adaptive $(ARGS)
 
-ablate-schedule: install ## claim 3: scheduler none vs plateau, step, cosine, onecycle, 6 seeds (a sweep)
+ablate-schedule: install ## claim 3: scheduler none vs plateau, step, cosine, onecycle, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_schedule $(ARGS)
 
-ablate-bn-lr: install ## claim 4: batchnorm vs none x constant lr 0.01 ... 1.0, 3 seeds (a sweep)
+ablate-bn-lr: install ## claim 4: batchnorm vs none x constant lr 0.01 ... 1.0, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_bn_lr $(ARGS)
 
-ablate-sparsity: install ## claim 5: l1 vs l2 penalty (train/sparsity), 6 seeds (a sweep)
+ablate-sparsity: install ## claim 5: l1 vs l2 penalty (train/sparsity), 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_sparsity $(ARGS)
 
-ablate-overfitting: install ## claim 6: none/dropout/dropconnect x augmentation none/standard on 10k images, 3 seeds
+ablate-overfitting: install ## claim 6: none/dropout/dropconnect x augmentation none/standard on 10k images, 8 seeds
 	$(PY) -m recipelab.train -m experiment=ablate_overfitting $(ARGS)
 
 ablate-ensemble-budget: install ## claim 8: single vs 5-seed / snapshot ensemble vs SWA vs EMA at equal epochs [EPOCHS=20 MEMBERS=5 SEEDS=1,2,3,4,5]
