@@ -13,22 +13,22 @@ from recipelab.run.validate import preflight
 from tests.conftest import ROOT
 from tests.training.composed import compose_train
 
-EIGHT = "1,2,3,4,5,6,7,8"  # the permutation test can decide for up to 6 arms (2/2^8 x 6 <= 0.05)
+S8 = "1,2,3,4,5,6,7,8"  # the permutation test can decide for up to 6 arms (2/2^8 x 6 <= 0.05)
 # experiment → (its sweep, its make target); written out here, not read from the files
 CLAIMS = {
-    "ablate_momentum": ({"optimizer": "sgd,momentum,nesterov", "seed": EIGHT}, "ablate-momentum"),
-    "ablate_adaptive": ({"optimizer": "nesterov,adagrad,rmsprop,adam,adamw", "seed": EIGHT}, "ablate-adaptive"),
-    "ablate_schedule": ({"scheduler": "none,plateau,step,cosine,onecycle", "seed": EIGHT}, "ablate-schedule"),
+    "ablate_momentum": ({"optimizer": "sgd,momentum,nesterov", "seed": S8}, "ablate-momentum"),
+    "ablate_adaptive": ({"optimizer": "nesterov,adagrad,rmsprop,adam,adamw", "seed": S8}, "ablate-adaptive"),
+    "ablate_schedule": ({"scheduler": "none,plateau,step,cosine,onecycle", "seed": S8}, "ablate-schedule"),
     "ablate_bn_lr": (
-        {"normalization": "batchnorm,none", "optimizer.lr": "0.01,0.03,0.1,0.3,1.0", "seed": EIGHT},
+        {"normalization": "batchnorm,none", "optimizer.lr": "0.01,0.03,0.1,0.3,1.0", "seed": S8},
         "ablate-bn-lr",
     ),
-    "ablate_sparsity": ({"regularization": "l1,l2", "seed": EIGHT}, "ablate-sparsity"),
+    "ablate_sparsity": ({"regularization": "l1,l2", "seed": S8}, "ablate-sparsity"),
     "ablate_overfitting": (
-        {"regularization": "none,dropout,dropconnect", "augmentation": "none,standard", "seed": EIGHT},
+        {"regularization": "none,dropout,dropconnect", "augmentation": "none,standard", "seed": S8},
         "ablate-overfitting",
     ),
-    "ablate_batch_size": ({"data.batch_size": "1,32,64,128,256,full", "seed": EIGHT}, "ablate-batch-size"),
+    "ablate_batch_size": ({"data.batch_size": "1,32,64,128,256,full", "seed": S8}, "ablate-batch-size"),
     "ensemble_budget": ({"arm": "single,snapshot,swa,ema", "seed": "1,2,3,4,5"}, "ablate-ensemble-budget"),
 }
 GROUPS = {"optimizer", "scheduler", "normalization", "regularization", "augmentation", "arm"}
