@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run ON a GPU machine (no internet), after scripts/gpu_prepare.sh here; carry .whl and .fmnist.
-# About 7 minutes: the tests marked `gpu` (CUDA's own sync detector among them), a 3-seed race of
-# experiment=fashion_fast, then the overhead benchmark, each with trainer=gpu and under its own time limit.
-# Results go to $OUT (or gpu_out/): gpu.txt, gpu_tests.log, race_gpu.log, race_gpu.json, bench_gpu.json, bench_gpu.log.
+# At most 9 minutes, each part under its own time limit: the tests marked `gpu` (CUDA's own sync detector
+# among them), a 3-seed race of experiment=fashion_fast_gpu (compiled; compile_s apart), two short runs
+# through trainer=ddp with devices=1 (NCCL), evaluate and a 2-member ensemble of their GPU checkpoints, then
+# the overhead benchmark (template vs plain loop at batch 256 with the default CNN).
+# Results go to $OUT (or gpu_out/): gpu.txt, gpu_tests.log, race_gpu.{log,json}, ddp.log, evaluate.log,
+# ensemble.log, bench_gpu.{log,json}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -14,8 +17,14 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} RECIPELAB_DEBIAN_DIR=$PWD/.fmnist PYTHONUNBUFFERED=1
 export WANDB_MODE=disabled
 { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c "import torch, lightning; print(torch.__version__, lightning.__version__)"; } | tee "$OUT/gpu.txt"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/training/test_no_sync.py 2>&1 | tee "$OUT/gpu_tests.log"
-timeout 240 python3 -m recipelab.bench --race --seeds 3 --budget 180 --out "$OUT/race_gpu.json" \
-  experiment=fashion_fast trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/race_gpu.log"
-timeout 150 python3 -m recipelab.bench --steps 300 --rounds 3 --out "$OUT/bench_gpu.json" \
+timeout 110 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/training/test_no_sync.py 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 180 python3 -m recipelab.bench --race --seeds 3 --budget 60 --out "$OUT/race_gpu.json" \
+  experiment=fashion_fast_gpu logger=csv 2>&1 | tail -40 | tee "$OUT/race_gpu.log"
+LOGS=/tmp/gpu_logs
+timeout 80 python3 -m recipelab.train -m trainer=ddp trainer.devices=1 trainer.max_epochs=1 seed=1,2 \
+  logger=csv "paths.log_dir=$LOGS" 2>&1 | tail -15 | tee "$OUT/ddp.log"
+SWEEP=$(ls -d $LOGS/multiruns/*/*/ | head -1)
+timeout 40 python3 -m recipelab.evaluate "ckpt_path=${SWEEP}0" device=cuda log_wandb=false 2>&1 | tail -8 | tee "$OUT/evaluate.log"
+timeout 40 python3 -m recipelab.ensemble "source=$SWEEP" device=cuda log_wandb=false 2>&1 | tail -8 | tee "$OUT/ensemble.log"
+timeout 110 python3 -m recipelab.bench --steps 300 --rounds 3 --out "$OUT/bench_gpu.json" \
   trainer=gpu logger=csv 2>&1 | tail -40 | tee "$OUT/bench_gpu.log"

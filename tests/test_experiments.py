@@ -124,3 +124,25 @@ def test_every_claim_has_its_make_target():
         assert recipe and target in phony, target
         runs = "bash scripts/ensemble_budget.sh" if name == "ensemble_budget" else f"experiment={name} "
         assert runs in recipe.group(1), recipe.group(1)
+
+
+def _flat(node, key=""):
+    """Each leaf of a composed config as ``dotted.key → value``."""
+    if not isinstance(node, dict):
+        return {key: node}
+    return {
+        k: v for name, child in node.items() for k, v in _flat(child, f"{key}.{name}".lstrip(".")).items()
+    }
+
+
+def test_the_gpu_recipe_is_fashion_fast_at_batch_1024_compiled_on_a_gpu():
+    """Every key as fashion_fast's but the ones its header names (no GPU here: its tuning is open)."""
+    cpu, gpu = (
+        _flat(OmegaConf.to_container(compose_train(f"experiment={e}")))
+        for e in ("fashion_fast", "fashion_fast_gpu")
+    )
+    changed = {k for k in gpu if gpu[k] != cpu.get(k)}
+    assert changed == {"name", "data.batch_size", "param_groups.lr_scaling", "trainer.accelerator", "compile"}
+    assert gpu["trainer.devices"] == 1 and gpu["param_groups.base_batch_size"] == 256
+    argv = ["train", "experiment=fashion_fast_gpu", "paths.log_dir=unused"]
+    assert preflight(argv, CONF_DIR) == argv
