@@ -17,7 +17,7 @@ def test_the_report_ends_with_the_numbers_of_its_report_json(tmp_path, capsys):
     baseline, variants = doc["baseline"]["variant"], doc["variants"]
     compared = {c["variant"]: c for c in doc["comparisons"] if c["metric"] == "test/acc"}
     head, *rows, wrote = capsys.readouterr().out.splitlines()[-len(variants) - 2 :]
-    assert head == f"report: {len(variants)} variants, baseline {baseline}"
+    assert head == f"report: {len(variants)} variant{'' if len(variants) == 1 else 's'}, baseline {baseline}"
     for row, variant in zip(rows, variants, strict=True):
         name, n, rest = re.fullmatch(r"  (\S+)\s+n=(\d+)  (.*)", row).groups()
         acc = variant["metrics"]["test/acc"]

@@ -131,7 +131,7 @@ def report_lines(doc: dict, folder, files: list[str], seconds: float) -> list[st
     variants = doc.get("variants") or []
     compared = {c.get("variant"): c for c in doc.get("comparisons") or [] if c.get("metric") == "test/acc"}
     width = max((len(str(v.get("variant"))) for v in variants), default=0)
-    lines = [f"report: {len(variants)} variants, baseline {baseline}"]
+    lines = [f"report: {len(variants)} variant{'' if len(variants) == 1 else 's'}, baseline {baseline}"]
     for variant in variants:
         name = variant.get("variant")
         acc = (variant.get("metrics") or {}).get("test/acc") or {}

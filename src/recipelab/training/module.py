@@ -99,6 +99,15 @@ class RecipeModule(L.LightningModule):
         self._counted = False  # this batch's training metrics were updated (L-BFGS calls the step often)
         self._fast_forward: int | None = None  # scheduler ticks to replay after a resume that rebuilt it
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning names the hook it is in (``_current_fx_name``) around every hook: ~50 times a training
+        # step. nn.Module's __setattr__ looks the name up among parameters, buffers and submodules first
+        # (~1-2 µs); a hook's name is a plain attribute, set directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
@@ -20,12 +23,14 @@ from recipelab.errors import Diverged, Interrupted, UserError
 class StopOnDivergence(L.Callback):
     """End the run (``Diverged``) when a training loss became NaN or infinite, without a host sync a step.
 
-    Every step folds ``not isfinite(loss)`` into a record on the loss's device (the first bad step's
-    number, epoch, loss and lr); the host reads it only every ``check_every`` optimizer steps (default:
-    the loggers' ``log_every_n_steps``, which read the device then anyway), before validation and before
-    any checkpoint is written. So a bad step is never saved, validated or tested, and at most
-    ``check_every - 1`` further steps run on the broken weights before the run stops. Reading the flag
-    every step would make the host wait for the device every step: on a GPU the queue would drain.
+    Every step keeps its loss (a reference to the tensor on its device: no kernel runs) with its step
+    number, epoch and lr; the host reads the kept losses only every ``check_every`` optimizer steps
+    (default: the loggers' ``log_every_n_steps``, which read the device then anyway), before validation
+    and before any checkpoint is written, and raises at the first that is NaN or infinite. So a bad step
+    is never saved, validated or tested, and at most ``check_every - 1`` further steps run on the broken
+    weights before the run stops. Reading the loss every step would make the host wait for the device
+    every step: on a GPU the queue would drain. (Folding a flag on the device every step instead took
+    about ten small tensor operations a step: ~0.1 ms on 2 CPU cores.)
 
     Lightning's EarlyStopping(check_finite=True) checks a logged metric at validation or epoch end only.
     The first loss of a batch counts, so the trial points of L-BFGS's line search (which it may reject)
@@ -38,7 +43,8 @@ class StopOnDivergence(L.Callback):
             raise UserError(f"callbacks.stop_on_divergence.check_every={check_every}: must be >= 1")
         self.check_every = check_every
         self._counted = False
-        self._record: torch.Tensor | None = None  # [bad, step, epoch, loss, lr] of the first bad step
+        self._losses: list[torch.Tensor] = []  # the first loss of each step since the last check
+        self._steps: list[tuple[int, int, float]] = []  # their step number, epoch and lr
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._counted = False
@@ -47,27 +53,23 @@ class StopOnDivergence(L.Callback):
         if self._counted:
             return
         self._counted = True
-        loss = loss.detach().double().reshape(-1)[:1]  # float64: the step and lr stay exact
-        if self._record is None:
-            self._record = torch.zeros(5, dtype=torch.float64, device=loss.device)
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        # fills with Python scalars: no host-to-device copy
-        values = (1.0, trainer.global_step, trainer.current_epoch)
-        now = torch.cat([*(torch.full_like(loss, v) for v in values), loss, torch.full_like(loss, lr)])
-        first = (~torch.isfinite(loss[0])) & (self._record[0] == 0)
-        self._record = torch.where(first, now, self._record)
+        self._losses.append(loss.detach())
+        lr = trainer.optimizers[0].param_groups[0]["lr"]  # a 0-d CPU tensor under a compiled step
+        self._steps.append((trainer.global_step, trainer.current_epoch, float(lr)))
 
     def check(self, trainer) -> None:
-        """Read the record (one device→host copy; one all-gather under DDP) and raise if a loss was bad."""
-        if self._record is None:
+        """Read the kept losses (one device→host copy; one all-gather under DDP) and raise at the earliest
+        step whose loss was not finite on some rank."""
+        if not self._losses:
             return
-        rows = self._record[None]
-        if trainer.world_size > 1:  # every rank's record; the earliest bad one wins
-            rows = trainer.strategy.all_gather(self._record).reshape(-1, 5)
-        bad = [row for row in rows.tolist() if row[0]]
-        if bad:
-            _, step, epoch, loss, lr = min(bad, key=lambda row: row[1])
-            raise Diverged(int(step), int(epoch), lr, loss)
+        losses = torch.stack(self._losses).float().reshape(1, -1)
+        steps, self._losses, self._steps = self._steps, [], []
+        if trainer.world_size > 1:  # every rank's losses of the same steps: [ranks, steps]
+            losses = trainer.strategy.all_gather(losses[0]).reshape(-1, len(steps))
+        for (step, epoch, lr), column in zip(steps, losses.T.tolist(), strict=True):
+            bad = [value for value in column if not math.isfinite(value)]
+            if bad:
+                raise Diverged(step, epoch, lr, bad[0])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % (self.check_every or trainer.log_every_n_steps or 1) == 0:
@@ -97,6 +99,17 @@ class RandomStateCheckpoint(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         _set_rng_states(state_dict["rng"])
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, its ``state_key`` built once. Lightning reads a callback's state key
+    at every hook it calls (six a training step), and ModelCheckpoint builds it anew from its settings
+    each time: ~2 µs, 18 times a step for the default callbacks' three. The settings it is built from
+    (monitor, mode, the save intervals) are fixed at construction, so the key is the same string."""
+
+    @cached_property
+    def state_key(self) -> str:
+        return super().state_key
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
