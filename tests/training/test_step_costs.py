@@ -42,3 +42,20 @@ def test_a_run_without_a_profiler_gets_the_quiet_one_and_a_chosen_profiler_is_ke
         assert a is b is None  # re-entrant, records nothing
     chosen = build_run(compose_train("logger=none", "debug=profiler", f"paths.output_dir={tmp_path}"))
     assert type(chosen.trainer.profiler) is SimpleProfiler
+
+
+def test_the_checkpoints_state_key_is_lightnings_so_old_checkpoints_resume():
+    """The once-built state key is the string Lightning's own ModelCheckpoint builds for the same
+    settings: checkpoints written before (or by Lightning's class) restore into these callbacks."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint as Lightnings
+
+    from recipelab.training.reliability import ModelCheckpoint
+
+    cfg = compose_train("callbacks=default")
+    for name, node in cfg.callbacks.items():
+        if node._target_.endswith("ModelCheckpoint"):
+            ours = instantiate(node, dirpath="unused")
+            settings = {k: v for k, v in node.items() if k not in ("_target_", "dirpath")}
+            assert isinstance(ours, ModelCheckpoint), name
+            assert ours.state_key == Lightnings(dirpath="unused", **settings).state_key, name
