@@ -32,11 +32,15 @@ def test_compiled_module_keeps_the_parameter_names_of_checkpoints():
 
 @pytest.mark.slow
 def test_compiled_step_gives_the_eager_outputs_and_gradients():
+    """In float64, where reassociated sums differ by ~1e-16: in float32 the first conv's gradient (a sum
+    over every pixel through batch norm's backward, whose terms nearly cancel) differs by up to ~7e-4 of
+    0.15 between Inductor's fused kernels and the eager ones on some CPUs, which says nothing about
+    whether the compiled graph computes the same function."""
     torch.manual_seed(0)
-    eager = build_module(compose_train(SMALL), 64)
-    fast = build_module(compose_train(SMALL, "compile=true"), 64)
+    eager = build_module(compose_train(SMALL), 64).double()
+    fast = build_module(compose_train(SMALL, "compile=true"), 64).double()
     fast.load_state_dict(eager.state_dict())
-    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (16,))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     outputs = []
@@ -46,9 +50,9 @@ def test_compiled_step_gives_the_eager_outputs_and_gradients():
         outputs.append((logits.detach(), [p.grad for p in module.parameters()]))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # compiled, not run eagerly
     (eager_logits, eager_grads), (logits, grads) = outputs
-    torch.testing.assert_close(logits, eager_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, eager_logits, atol=1e-10, rtol=1e-10)
     for g, ref in zip(grads, eager_grads, strict=True):
-        torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(g, ref, atol=1e-10, rtol=1e-10)
 
 
 N, BATCH, EPOCHS = 64, 8, 2  # 8 steps an epoch, 16 in all: the one-cycle rate changes at every one
@@ -92,6 +96,7 @@ def test_the_compiled_step_trains_as_the_eager_one_and_compiles_its_update_once(
 def test_the_update_compiles_once_for_a_changing_rate():
     """The rate is a tensor filled in place: 12 steps at the scheduler's changing rates, no compile for
     a new rate."""
+    torch._dynamo.reset()  # what earlier tests compiled (e.g. in float64) must not shape this count
     model = torch.nn.Linear(3, 2)
     eager = copy.deepcopy(model)
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (model, eager)]
