@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
 from tests.conftest import ROOT
-from tests.training.composed import compose_train
+from tests.training.composed import compose_train, flat_config
 
 S8 = "1,2,3,4,5,6,7,8"  # the permutation test can decide for up to 6 arms (2/2^8 x 6 <= 0.05)
 # experiment → (its sweep, its make target); written out here, not read from the files
@@ -126,21 +126,9 @@ def test_every_claim_has_its_make_target():
         assert runs in recipe.group(1), recipe.group(1)
 
 
-def _flat(node, key=""):
-    """Each leaf of a composed config as ``dotted.key → value``."""
-    if not isinstance(node, dict):
-        return {key: node}
-    return {
-        k: v for name, child in node.items() for k, v in _flat(child, f"{key}.{name}".lstrip(".")).items()
-    }
-
-
 def test_the_gpu_recipe_is_fashion_fast_at_batch_1024_compiled_on_a_gpu():
     """Every key as fashion_fast's but the ones its header names (no GPU here: its tuning is open)."""
-    cpu, gpu = (
-        _flat(OmegaConf.to_container(compose_train(f"experiment={e}")))
-        for e in ("fashion_fast", "fashion_fast_gpu")
-    )
+    cpu, gpu = (flat_config(compose_train(f"experiment={e}")) for e in ("fashion_fast", "fashion_fast_gpu"))
     changed = {k for k in gpu if gpu[k] != cpu.get(k)}
     assert changed == {"name", "data.batch_size", "param_groups.lr_scaling", "trainer.accelerator", "compile"}
     assert gpu["trainer.devices"] == 1 and gpu["param_groups.base_batch_size"] == 256

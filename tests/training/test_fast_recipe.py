@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from recipelab.errors import UserError
 from tests.conftest import ROOT
-from tests.training.composed import compose_train
+from tests.training.composed import compose_train, flat_config
 
 # what each arm of experiment=fashion_fast_ablation changes in the composed config
 ARMS = {
@@ -19,17 +19,6 @@ ARMS = {
     "stages": {"model.widths", "model.depth"},
     "final_weights": {"callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.filename"},
 }
-
-
-def _flat(cfg) -> dict:
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    return dict(walk(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def test_the_fast_recipe_turns_its_tricks_on():
@@ -50,11 +39,11 @@ def test_the_accuracy_recipe_is_the_fast_one_wider_and_longer():
 
 @pytest.mark.parametrize("arm", sorted(ARMS))
 def test_each_ablation_arm_takes_out_exactly_one_trick(arm):
-    whole = _flat(compose_train("experiment=fashion_fast_ablation", "without=none"))
-    without = _flat(compose_train("experiment=fashion_fast_ablation", f"without={arm}"))
+    whole = flat_config(compose_train("experiment=fashion_fast_ablation", "without=none"))
+    without = flat_config(compose_train("experiment=fashion_fast_ablation", f"without={arm}"))
     changed = {k for k in whole.keys() | without.keys() if whole.get(k) != without.get(k)}
     assert changed == ARMS[arm]
-    default = _flat(compose_train())  # the arm falls back to the default recipe's value
+    default = flat_config(compose_train())  # the arm falls back to the default recipe's value
     assert all(without[k] == default[k] for k in ARMS[arm])
 
 

@@ -62,11 +62,12 @@ class StopOnDivergence(L.Callback):
         step whose loss was not finite on some rank."""
         if not self._losses:
             return
-        losses = torch.stack(self._losses).float().reshape(1, -1)
+        losses = torch.stack(self._losses).float()
         steps, self._losses, self._steps = self._steps, [], []
-        if trainer.world_size > 1:  # every rank's losses of the same steps: [ranks, steps]
-            losses = trainer.strategy.all_gather(losses[0]).reshape(-1, len(steps))
-        for (step, epoch, lr), column in zip(steps, losses.T.tolist(), strict=True):
+        rows = losses[None]  # [ranks, steps]: under DDP every rank's losses of the same steps
+        if trainer.world_size > 1:
+            rows = trainer.strategy.all_gather(losses).reshape(-1, len(steps))
+        for (step, epoch, lr), column in zip(steps, rows.T.tolist(), strict=True):
             bad = [value for value in column if not math.isfinite(value)]
             if bad:
                 raise Diverged(step, epoch, lr, bad[0])
