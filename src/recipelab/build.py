@@ -220,3 +220,7 @@ def check_parts(cfg: DictConfig) -> None:
     with torch.device("meta"):  # the model's own checks of its values (depth, width...), without memory
         build_model(cfg, regularizer)
     InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))
+    if cfg.get("seeds_per_process", 1) > 1:
+        from recipelab.build_fused import check_fusable  # the fused chunk's parts load only when asked
+
+        check_fusable(cfg)

@@ -152,7 +152,7 @@ class InMemoryDataModule(L.LightningDataModule):
         ``where``: the samples' ``index`` and the ``epoch``, for the ops that use them)."""
         return prepare_batch(images, *self._stats, self.augmentation if augment else None, **where)
 
-    def _loader(self, split: str, batch_size: int, train: bool) -> TensorBatchLoader:
+    def _loader(self, split: str, batch_size: int, train: bool, seed: int | None = None) -> TensorBatchLoader:
         """Under DDP each rank takes its shard: equal shards of the epoch's permutation for training,
         every world_size-th sample for evaluation (each sample once; the metrics sync across ranks)."""
         trainer = self.trainer
@@ -162,15 +162,18 @@ class InMemoryDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=train,
             drop_last=False,
-            seed=self.shuffle_seed,
+            seed=self.shuffle_seed if seed is None else seed,
             rank=rank,
             world_size=world,
             even=train,
             with_index=train,
         )
 
+    def _train_batches(self):
+        return self._loader("train", self.batch_size, train=True)
+
     def train_dataloader(self):
-        self._train_loader = self._loader("train", self.batch_size, train=True)
+        self._train_loader = self._train_batches()
         if self._train_position:
             self._train_loader.load_state_dict(self._train_position)
             self._train_position = None

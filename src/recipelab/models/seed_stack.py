@@ -33,19 +33,38 @@ def _key(name: str) -> str:
 class SeedStack(nn.Module):
     """``copies`` (same architecture, each initialized by its own seed) as one module of k copies."""
 
-    def __init__(self, copies: Sequence[nn.Module], vectorize: bool = False):
+    def __init__(
+        self,
+        copies: Sequence[nn.Module],
+        vectorize: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         super().__init__()
         if len({type(c) for c in copies}) != 1:
             raise ValueError("SeedStack: the copies must be one network class")
         params, buffers = stack_module_state(list(copies))
         self.k, self.vectorize = len(copies), vectorize
+        self.memory_format = memory_format  # each copy's batch, as a separate run lays out its own
         self.param_names, self.buffer_names = list(params), list(buffers)
+        self.state_names = list(copies[0].state_dict())  # persistent buffers only, as a checkpoint holds
         for name, p in params.items():
-            self.register_parameter(_key(name), nn.Parameter(p.detach().clone()))
+            self.register_parameter(_key(name), nn.Parameter(self._laid_out(p.detach())))
         for name, b in buffers.items():
             self.register_buffer(_key(name), b.clone())
         # the network's structure without its state: a list, so that it is not a submodule of this one
         self._skeleton = [copy.deepcopy(copies[0]).to("meta")]
+
+    def _laid_out(self, stacked: torch.Tensor) -> torch.Tensor:
+        """A copy of ``stacked`` in which each copy's slice has its separate network's layout: with
+        channels_last, a convolution's [out, in, kh, kw] kernel is stored as [out, kh, kw, in] (as
+        ``module.to(memory_format=torch.channels_last)`` stores it), so the copy runs the same kernels."""
+        if self.memory_format != torch.channels_last or stacked.ndim != 5:
+            return stacked.clone()
+        one = torch.empty_like(stacked[0], memory_format=torch.channels_last)  # its strides, even where in=1
+        strides = (one.numel(), *one.stride())
+        return torch.empty_strided(stacked.shape, strides, dtype=stacked.dtype, device=stacked.device).copy_(
+            stacked
+        )
 
     def train(self, mode: bool = True) -> SeedStack:
         self._skeleton[0].train(mode)
@@ -66,9 +85,36 @@ class SeedStack(nn.Module):
             raise ValueError(f"SeedStack: {x.shape[0]} batches for {self.k} copies")
         if self.vectorize:
             return vmap(self._one, randomness="different")(*self._state(), x)
-        return torch.stack([self._one(*self._state(i), x[i]) for i in range(self.k)])
+        return torch.stack(
+            [
+                self._one(*self._state(i), x[i].contiguous(memory_format=self.memory_format))
+                for i in range(self.k)
+            ]
+        )
+
+    def stacked(self, name: str) -> torch.Tensor:
+        """The stacked ``[k, ...]`` tensor of the network's parameter or buffer ``name``."""
+        return getattr(self, _key(name))
+
+    def copy_parameters(self, copy_index: int) -> CopyParameters:
+        """Copy ``copy_index``'s parameters as views into the stacked ones (see ``CopyParameters``)."""
+        return CopyParameters(self, copy_index)
 
     def copy_state_dict(self, copy_index: int) -> dict[str, torch.Tensor]:
         """Copy ``copy_index``'s state under the network's own names: what its separate run would save."""
         params, buffers = self._state(copy_index)
-        return {n: t.detach().clone() for n, t in {**params, **buffers}.items()}
+        state = {**params, **buffers}
+        return {n: state[n].detach().clone() for n in self.state_names}
+
+
+class CopyParameters:
+    """One copy's parameters, each a view into its stacked tensor, shaped as in the copy's own network:
+    what a function of a network's ``parameters()`` (a penalty, a max-norm constraint, a sparsity count)
+    takes to act on one copy. Gradients through a view reach the stacked parameter; in-place writes land
+    in it. The views are taken at each call, so each autograd graph has its own."""
+
+    def __init__(self, stack: SeedStack, copy_index: int):
+        self.stack, self.copy_index = stack, copy_index
+
+    def parameters(self):
+        return (self.stack.stacked(n)[self.copy_index] for n in self.stack.param_names)

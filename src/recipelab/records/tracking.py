@@ -28,9 +28,19 @@ def group_choices() -> dict[str, str]:
     }
 
 
+# keys that say how a run is executed, not what it trains: left out of the overrides that name a recipe
+EXECUTION_KEYS = ("seeds_per_process", "chunk_seeds", "chunk_jobs")
+
+
+def recipe_overrides(overrides) -> list[str]:
+    """``overrides`` without the ``EXECUTION_KEYS``: a seed trained fused and the same seed trained alone
+    are one recipe (their job folders pair, a sweep re-run recognizes either)."""
+    return [str(o) for o in overrides if str(o).split("=", 1)[0].lstrip("+~") not in EXECUTION_KEYS]
+
+
 def task_overrides() -> list[str]:
     """This job's own overrides (a sweep job's chosen values among them): what makes it this job."""
-    return list(HydraConfig.get().overrides.task)
+    return recipe_overrides(HydraConfig.get().overrides.task)
 
 
 def is_multirun() -> bool:

@@ -72,14 +72,9 @@ def train(cfg: DictConfig) -> dict:
         record["metrics"].update(_metrics(trainer, "test/"))
         record["best_checkpoint"] = best
         record["status"], exit_code = "completed", 0
-    except Diverged as err:
-        record.update(status="diverged", diverged={"step": err.step, "lr": err.lr, "loss": str(err.loss)})
-        raise
-    except Interrupted as err:
-        record.update(
-            status="interrupted", interrupted={"signal": err.name, "step": err.step, "epoch": err.epoch}
-        )
-        exit_code = 128 + err.signum
+    except (Diverged, Interrupted) as err:
+        record.update(stopped(err))
+        exit_code = 128 + err.signum if isinstance(err, Interrupted) else 1
         raise
     finally:
         if run.stop is not None:
@@ -93,6 +88,16 @@ def train(cfg: DictConfig) -> dict:
             tracking.write_json(out / "metrics.json", record)
         tracking.finish_wandb(exit_code, record["status"])
     return record
+
+
+def stopped(err: Diverged | Interrupted) -> dict:
+    """A record's status and its details, for a run that diverged or was interrupted."""
+    if isinstance(err, Diverged):
+        return {"status": "diverged", "diverged": {"step": err.step, "lr": err.lr, "loss": str(err.loss)}}
+    return {
+        "status": "interrupted",
+        "interrupted": {"signal": err.name, "step": err.step, "epoch": err.epoch},
+    }
 
 
 def _validation_of(checkpoint: str, run, last_val: dict) -> tuple[dict, int | None]:

@@ -50,7 +50,7 @@ def thread_budget() -> int | None:
 def previous_overrides(job_dir: Path) -> list[str] | None:
     """The overrides this job folder was made with, before this run of the sweep (None: a new folder)."""
     saved = job_dir / PREVIOUS / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else None
+    return tracking.recipe_overrides(OmegaConf.load(saved)) if saved.is_file() else None
 
 
 def refuse(out: Path, before: list[str], now: list[str]) -> dict:

@@ -157,13 +157,8 @@ class RecipeModule(L.LightningModule):
         interval = self.scheduler_options.get("interval", "step")
         ticks = checkpoint["global_step"] if interval == "step" else checkpoint["epoch"]
         self._fast_forward = ticks // self.scheduler_options.get("frequency", 1)
-        log.info(
-            "resume: trainer.max_epochs %s -> %s: the lr schedule is rebuilt for the new length and "
-            "continues at its tick %d",
-            before,
-            now,
-            self._fast_forward,
-        )
+        msg = "resume: trainer.max_epochs %s -> %s: the lr schedule is rebuilt for the new length and "
+        log.info(msg + "continues at its tick %d", before, now, self._fast_forward)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._counted = False
@@ -229,11 +224,15 @@ class RecipeModule(L.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
         self.log("test/ece", self.test_ece, on_epoch=True)
 
+    def constrain(self) -> None:
+        """The max-norm constraint, after every optimizer step."""
+        self.regularizer.constrain(self.model)
+
     def configure_optimizers(self) -> Any:
         params = self.param_groups(self.model) if self.param_groups else self.model.parameters()
         optimizer = self.optimizer_factory(params)
         if self.regularizer is not None and self.regularizer.max_norm is not None:
-            optimizer.register_step_post_hook(lambda *_: self.regularizer.constrain(self.model))
+            optimizer.register_step_post_hook(lambda *_: self.constrain())
         if self.compile_mode is not None:  # before the scheduler, which then counts the compiled steps
             compiled.compile_step(optimizer, self.compile_mode)
         if self.scheduler_factory is None:

@@ -1,0 +1,165 @@
+"""The composition root of a fused chunk: k seeds of one recipe built as one run (``seeds_per_process``).
+
+Each copy is built by the calls that build its separate run (``build_module`` after seeding with its
+seed), so its initial weights are those of ``seed=<s>`` bit for bit; the copies are then stacked into a
+``SeedStack`` and trained by a ``FusedModule`` on a ``FusedDataModule``. What cannot be fused is refused
+by ``check_fusable`` before any work.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recipelab import build
+from recipelab.data import build_augmentation
+from recipelab.data.fused import FusedDataModule
+from recipelab.errors import UserError
+from recipelab.models.seed_stack import SeedStack
+from recipelab.training import RecipeModule, quiet
+from recipelab.training.fused import CopyCheckpoints, CopyDivergence, FusedModule, stacked_groups
+from recipelab.training.profiler import QuietProfiler
+from recipelab.training.reliability import ModelCheckpoint, StopOnDivergence
+
+# callbacks that act on the chunk as a whole and mean the same for each copy; any other is refused
+CHUNK_CALLBACKS = (
+    "recipelab.training.reliability.ModelCheckpoint",  # the monitored one becomes CopyCheckpoints
+    "recipelab.training.reliability.StopOnDivergence",
+    "recipelab.training.reliability.RandomStateCheckpoint",
+    "recipelab.training.reliability.GracefulStop",
+    "recipelab.training.reliability.ValidationHistory",
+    "recipelab.data.preview.AugmentationPreview",
+    "lightning.pytorch.callbacks.LearningRateMonitor",
+    "lightning.pytorch.callbacks.Timer",
+    "lightning.pytorch.callbacks.RichProgressBar",
+    "lightning.pytorch.callbacks.TQDMProgressBar",
+)
+
+
+def check_fusable(cfg: DictConfig) -> None:
+    """One line naming the key, for what k copies in one process cannot do (``seeds_per_process`` > 1)."""
+    k = cfg.seeds_per_process
+    why = f"seeds_per_process={k}"
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+    refusals = [
+        (
+            cfg.model._target_.endswith("TorchvisionClassifier"),
+            f"model={choices.get('model', 'torchvision')}",
+            "torchvision's networks are not built by the project's seeded factories",
+        ),
+        (
+            cfg.optimizer._target_.endswith("lbfgs"),
+            "optimizer=lbfgs",
+            "its line search couples every parameter of the step; the copies' would mix",
+        ),
+        (
+            cfg.scheduler.get("monitor") is not None,
+            f"scheduler={choices.get('scheduler', 'plateau')}",
+            "a schedule driven by a monitored metric would have one lr per copy",
+        ),
+        (
+            cfg.trainer.get("gradient_clip_val") and cfg.trainer.get("gradient_clip_algorithm") != "value",
+            "trainer.gradient_clip_val",
+            "clipping by the norm over all parameters would mix the copies "
+            "(trainer.gradient_clip_algorithm=value clips each value and is allowed)",
+        ),
+        (
+            cfg.trainer.get("devices") not in (1, "auto", None) or cfg.trainer.get("num_nodes", 1) != 1,
+            "trainer.devices",
+            "DDP is not supported with fused seeds",
+        ),
+        (cfg.get("seeds_per_trial", 1) > 1, "seeds_per_trial", "give a trial's seeds to seeds_per_process"),
+        (bool(cfg.compile), "compile", "not supported with fused seeds"),
+        (bool((cfg.get("whiten") or {}).get("kernel")), "whiten.kernel", "each copy would fit its own"),
+    ]
+    for refused, key, reason in refusals:
+        if refused:
+            raise UserError(f"{key}: cannot be used with {why}: {reason}")
+    for name, node in cfg.callbacks.items():
+        if node is not None and node.get("_target_") not in CHUNK_CALLBACKS:
+            raise UserError(
+                f"callbacks.{name}: {node.get('_target_')} cannot be used with {why} yet "
+                "(train these seeds as separate jobs)"
+            )
+
+
+def copy_config(cfg: DictConfig, seed: int, out_dir: Path) -> DictConfig:
+    """The config of the separate run ``seed=<seed>`` whose folder is ``out_dir``."""
+    own = copy.deepcopy(cfg)
+    with open_dict(own):
+        own.seed, own.seeds_per_process = seed, 1
+        own.paths.output_dir = str(out_dir)
+    return own
+
+
+@dataclass
+class FusedRun(build.Run):
+    """A chunk: the run that trains every copy, and each copy's own module (for its test) and config."""
+
+    copies: list[RecipeModule]
+    configs: list[DictConfig]
+
+
+def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **trainer_overrides) -> FusedRun:
+    """The chunk of ``seeds``, copy i recorded in ``out_dirs[i]``; ``trainer_overrides``: as build_run's."""
+    quiet.silence()
+    quiet.warn_slow_bf16(cfg.trainer)
+    configs = [copy_config(cfg, s, d) for s, d in zip(seeds, out_dirs, strict=True)]
+    datamodule = build_fused_datamodule(cfg, seeds)
+    copies = []
+    for own in configs:  # as build_run: seed, then the module (the datamodule draws nothing from the seed)
+        L.seed_everything(own.seed, workers=False, verbose=False)
+        copies.append(build.build_module(own, datamodule.batch_size))
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    stack = SeedStack([c.model for c in copies], memory_format=memory)
+    groups = stacked_groups(copies[0].param_groups(copies[0].model), copies[0].model, stack)
+    first = copies[0]
+    module = FusedModule(
+        model=stack,
+        param_groups=lambda _: groups,
+        optimizer=first.optimizer_factory,
+        scheduler=first.scheduler_factory,
+        scheduler_options=first.scheduler_options,
+        regularizer=first.regularizer,
+        num_classes=cfg.data.num_classes,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    loggers = build.build_loggers(cfg) if "logger" not in trainer_overrides else []
+    callbacks = (
+        [] if "callbacks" in trainer_overrides else build_chunk_callbacks(cfg, configs, out_dirs, loggers)
+    )
+    profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
+    own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
+    trainer = instantiate(cfg.trainer, **{**own, **trainer_overrides})
+    return FusedRun(datamodule, module, trainer, callbacks, copies, configs)
+
+
+def build_chunk_callbacks(cfg: DictConfig, configs: list[DictConfig], out_dirs: list[Path], loggers) -> list:
+    """The run's callbacks, the monitored ModelCheckpoint replaced by one best checkpoint per copy and the
+    divergence check by one per copy."""
+    callbacks = build.build_callbacks(cfg, logging=bool(loggers))
+    callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor is not None)]
+    callbacks = [CopyDivergence(c.check_every) if isinstance(c, StopOnDivergence) else c for c in callbacks]
+    best = cfg.callbacks.get("model_checkpoint") or {}
+    containers = [OmegaConf.to_container(c, resolve=True) for c in configs]
+    folders = [Path(d) / "checkpoints" for d in out_dirs]
+    monitor, mode = best.get("monitor", "val/acc"), best.get("mode", "max")
+    return [*callbacks, CopyCheckpoints(folders, containers, monitor, mode)]
+
+
+def build_fused_datamodule(cfg: DictConfig, seeds: list[int]) -> FusedDataModule:
+    """The DataModule of ``cfg.data`` for k copies: copy i ordered and augmented by ``seeds[i]``."""
+    ops, channels = cfg.augmentation.ops, cfg.data.in_channels
+    augmentations = [build_augmentation(ops, seed=s, channels=channels) for s in seeds]
+    data = instantiate(cfg.data, _partial_=True)
+    datamodule = FusedDataModule(*data.args, **data.keywords, seeds=seeds, augmentations=augmentations)
+    if cfg.data.batch_size == "full":
+        datamodule.setup("fit")
+        datamodule.batch_size = datamodule.num_train
+    return datamodule

@@ -1,0 +1,159 @@
+"""A fused chunk as k ordinary runs (``seeds_per_process=k``): k seeds of one recipe trained in one
+process, then each seed given its own job folder (``recipelab.run.chunks`` says which) with what its
+separate run would leave: ``metrics.json`` (same keys and statuses), ``.hydra/`` (its config and
+overrides, with its seed), ``checkpoints/`` (best and last), tested as its separate run is tested (the
+same module class, the same test-time views). The chunk's own folder keeps the fused checkpoints that
+resume it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Timer
+from omegaconf import DictConfig, OmegaConf
+
+from recipelab.build_fused import FusedRun, build_fused_run
+from recipelab.errors import Interrupted
+from recipelab.records import tracking
+from recipelab.run.job import remove_stale_files, stopped
+from recipelab.run.resume import override_key
+from recipelab.training.fused import CopyCheckpoints
+
+
+def copy_overrides(overrides: list[str], seed: int) -> list[str]:
+    """The overrides of the separate run of ``seed``: the chunk's, its seed in place of the chunk's and
+    without its chunk size."""
+    own = [f"seed={seed}" if override_key(o) == "seed" else o for o in overrides]
+    own = [o for o in own if override_key(o) != "seeds_per_process"]
+    return own if f"seed={seed}" in own else [*own, f"seed={seed}"]
+
+
+def copy_row(row: dict, i: int) -> dict:
+    """Copy ``i``'s part of a validation-history row, under the names a separate run's row has."""
+    suffix = f"/copy{i}"
+    own = {k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)}
+    return {k: v for k, v in row.items() if "/copy" not in k} | own
+
+
+def copy_metrics(metrics: dict, prefix: str, i: int) -> dict:
+    """Copy ``i``'s values among the trainer's metrics whose names start with ``prefix``."""
+    suffix = f"/copy{i}"
+    return {
+        k.removesuffix(suffix): float(v)
+        for k, v in metrics.items()
+        if k.startswith(prefix) and k.endswith(suffix)
+    }
+
+
+def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
+    """Fit the chunk of ``members`` (seed, job folder), then test and record each copy in its folder;
+    returns the copies' records (their metrics.json). The chunk's own folder is ``paths.output_dir``."""
+    start, out = time.time(), Path(cfg.paths.output_dir)
+    seeds, dirs = [s for s, _ in members], [Path(d) for _, d in members]
+    for folder in [out, *dirs]:
+        remove_stale_files(folder)
+    run = build_fused_run(cfg, seeds, dirs)
+    overrides = tracking.task_overrides()
+    records = [
+        {
+            "name": cfg.name,
+            "group": tracking.run_group(cfg.name),
+            "seed": s,
+            "groups": tracking.group_choices(),
+            "status": "failed",
+            "metrics": {},
+            "run_dir": str(d),
+            "overrides": copy_overrides(overrides, s),
+            "provenance": tracking.provenance(),
+            "seeds_per_process": {"seeds": seeds, "chunk_dir": str(out)},
+        }
+        for s, d in zip(seeds, dirs, strict=True)
+    ]
+    trainer, module, exit_code = run.trainer, run.module, 1
+    try:
+        trainer.fit(module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+        if run.stop is not None and run.stop.signum is not None:
+            raise Interrupted(run.stop.signum, trainer.global_step, trainer.current_epoch)
+        timer = next((c for c in run.callbacks if isinstance(c, Timer)), None)
+        train_time = round(timer.time_elapsed("train"), 2) if timer else None
+        _test_copies(run, records, dict(trainer.callback_metrics), train_time)
+        exit_code = 0
+    except Interrupted as err:  # every copy saved at the same step; each job interrupted
+        for record in records:
+            record.update(stopped(err))
+        exit_code = 128 + err.signum
+        raise
+    finally:  # a copy that diverged is recorded so, whatever ended the chunk (all diverged: Diverged)
+        if run.stop is not None:
+            run.stop.restore()
+        rows = list(run.history.rows) if run.history is not None else []
+        for i, (record, own) in enumerate(zip(records, run.configs, strict=True)):
+            if i in module.diverged:
+                record.update(status="diverged", diverged=module.diverged[i])
+            record.setdefault("history", copy_history(rows, i, module.diverged.get(i)))
+            record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+            record["wall_time_s"] = round(time.time() - start, 2)
+            write_copy(Path(record["run_dir"]), own, record)
+        tracking.finish_wandb(exit_code, "completed" if exit_code == 0 else records[0]["status"])
+    return records
+
+
+def copy_history(rows: list[dict], i: int, diverged: dict | None) -> list[dict]:
+    """Copy ``i``'s validation history: up to the step it diverged at, if it did (as its separate run's,
+    which ends there)."""
+    return [copy_row(r, i) for r in rows if diverged is None or r["step"] < diverged["step"]]
+
+
+def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: float | None) -> None:
+    """Each copy's best checkpoint, tested by the module its separate run would test it with."""
+    best = next(c for c in run.callbacks if isinstance(c, CopyCheckpoints))
+    tester = L.Trainer(
+        accelerator=run.trainer.accelerator,
+        devices=1,
+        precision=run.trainer.precision_plugin.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
+        if i in run.module.diverged:
+            continue
+        record["history"] = [copy_row(r, i) for r in (run.history.rows if run.history else [])]
+        last = copy_metrics(metrics, "val/", i) | copy_metrics(metrics, "train/sparsity", i)
+        path = best.best_paths[i]
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        row = next((r for r in reversed(record["history"]) if r["step"] == saved["global_step"]), {})
+        module.model.load_state_dict({n.removeprefix("model."): t for n, t in saved["state_dict"].items()})
+        tester.test(module, datamodule=run.datamodule, verbose=False)
+        tested = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("test/")}
+        record.update(
+            train_time_s=train_time,
+            tested_epoch=saved["epoch"],
+            best_checkpoint=path,
+            status="completed",
+            metrics={
+                **{k: v for k, v in row.items() if k.startswith("val/")},
+                **{f"last_{k}": v for k, v in last.items()},
+                **tested,
+            },
+        )
+
+
+def write_copy(folder: Path, cfg: DictConfig, record: dict) -> None:
+    """What a separate run leaves in its folder: ``.hydra/`` (its config, overrides and Hydra's settings)
+    and ``metrics.json``."""
+    hydra = folder / ".hydra"
+    hydra.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, hydra / "config.yaml")
+    OmegaConf.save(OmegaConf.create(record["overrides"]), hydra / "overrides.yaml")
+    chunk_hydra = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir / "hydra.yaml"
+    if chunk_hydra.is_file():
+        shutil.copy(chunk_hydra, hydra / "hydra.yaml")
+    tracking.write_json(folder / "metrics.json", record)
