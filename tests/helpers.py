@@ -43,6 +43,8 @@ class SignalAtStep(L.Callback):
     """Sends this process ``signal`` (a name: SIGINT, SIGTERM) as the given optimizer step begins, as a
     scheduler or a user at the keyboard would; with ``at_seed``, only in the run whose seed it is."""
 
+    fusable = True  # in a fused chunk (seeds_per_process) it signals the chunk's process, as it would a run's
+
     def __init__(self, step: int, signal: str, run_seed: int | None = None, at_seed: int | None = None):
         import signal as signals
 

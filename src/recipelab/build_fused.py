@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipelab import build
@@ -27,7 +27,8 @@ from recipelab.training.fused import CopyCheckpoints, CopyDivergence, FusedModul
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import ModelCheckpoint, StopOnDivergence
 
-# callbacks that act on the chunk as a whole and mean the same for each copy; any other is refused
+# callbacks that act on the chunk as a whole and mean the same for each copy; any other is refused unless
+# its class says ``fusable = True``
 CHUNK_CALLBACKS = (
     "recipelab.training.reliability.ModelCheckpoint",  # the monitored one becomes CopyCheckpoints
     "recipelab.training.reliability.StopOnDivergence",
@@ -82,10 +83,16 @@ def check_fusable(cfg: DictConfig) -> None:
         if refused:
             raise UserError(f"{key}: cannot be used with {why}: {reason}")
     for name, node in cfg.callbacks.items():
-        if node is not None and node.get("_target_") not in CHUNK_CALLBACKS:
+        target = node.get("_target_") if node is not None else None
+        if target == CHUNK_CALLBACKS[0] and node.get("filename") != "last" and node.get("monitor") is None:
+            raise UserError(  # the time points' members: checkpoints of one network each
+                f"callbacks.{name}: checkpoints every {node.get('every_n_epochs')} epochs (ensemble members) "
+                f"cannot be kept with {why} yet (train these seeds as separate jobs)"
+            )
+        if target not in (None, *CHUNK_CALLBACKS) and not getattr(get_class(target), "fusable", False):
             raise UserError(
-                f"callbacks.{name}: {node.get('_target_')} cannot be used with {why} yet "
-                "(train these seeds as separate jobs)"
+                f"callbacks.{name}: {target} cannot be used with {why} (a callback that acts on the chunk "
+                "as a whole says so with a class attribute `fusable = True`)"
             )
 
 

@@ -118,6 +118,9 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=swa", "callbacks.swa"),
+        ("callbacks=ema", "callbacks.ema"),
+        ("callbacks=time_points", "callbacks.members"),
+        ("+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping", "callbacks.early"),
     ],
 )
 def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):

@@ -66,10 +66,6 @@ class SeedStack(nn.Module):
             stacked
         )
 
-    def train(self, mode: bool = True) -> SeedStack:
-        self._skeleton[0].train(mode)
-        return super().train(mode)
-
     def _state(self, copy_index: int | None = None) -> tuple[dict, dict]:
         pick = (lambda t: t) if copy_index is None else (lambda t: t[copy_index])
         params = {n: pick(getattr(self, _key(n))) for n in self.param_names}
@@ -83,6 +79,11 @@ class SeedStack(nn.Module):
         """``x``: one batch per copy, ``[k, N, ...]`` → ``[k, N, ...]`` outputs."""
         if x.shape[0] != self.k:
             raise ValueError(f"SeedStack: {x.shape[0]} batches for {self.k} copies")
+        skeleton = self._skeleton[0]
+        if skeleton.training != self.training:
+            # the mode is read here, not passed on by train(): Lightning puts modes back after validation
+            # by setting each submodule's ``training`` flag, and the skeleton is not a submodule
+            skeleton.train(self.training)
         if self.vectorize:
             return vmap(self._one, randomness="different")(*self._state(), x)
         return torch.stack(

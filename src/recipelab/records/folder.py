@@ -27,10 +27,20 @@ def read_evaluation(run_dir) -> dict:
     return json.loads(path.read_text()).get("metrics", {}) if path.is_file() else {}
 
 
+# keys that say how a run is executed, not what it trains: left out of the overrides that name a recipe
+EXECUTION_KEYS = ("seeds_per_process", "chunk_seeds", "chunk_jobs")
+
+
+def recipe_overrides(overrides) -> list[str]:
+    """``overrides`` without the ``EXECUTION_KEYS``: a seed trained fused and the same seed trained alone
+    are one recipe (their job folders pair, a sweep re-run recognizes either)."""
+    return [str(o) for o in overrides if str(o).split("=", 1)[0].lstrip("+~") not in EXECUTION_KEYS]
+
+
 def read_overrides(run_dir) -> dict[str, str]:
-    """The run's command-line overrides (``.hydra/overrides.yaml``) as key → value."""
+    """The run's command-line overrides (``.hydra/overrides.yaml``) that name its recipe, as key → value."""
     overrides = yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or []
-    return dict(o.split("=", 1) for o in overrides)
+    return dict(o.split("=", 1) for o in recipe_overrides(overrides))
 
 
 def job_dirs(sweep_dir) -> list[Path]:

@@ -14,6 +14,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from recipelab.records.folder import recipe_overrides
+
 # Offline unless the user says otherwise: these machines have no internet, and a user without an
 # account must never wait on a login prompt. Set before wandb is imported anywhere.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -26,16 +28,6 @@ def group_choices() -> dict[str, str]:
     return {
         k: str(v) for k, v in choices.items() if v is not None and k != "hydra" and not k.startswith("hydra/")
     }
-
-
-# keys that say how a run is executed, not what it trains: left out of the overrides that name a recipe
-EXECUTION_KEYS = ("seeds_per_process", "chunk_seeds", "chunk_jobs")
-
-
-def recipe_overrides(overrides) -> list[str]:
-    """``overrides`` without the ``EXECUTION_KEYS``: a seed trained fused and the same seed trained alone
-    are one recipe (their job folders pair, a sweep re-run recognizes either)."""
-    return [str(o) for o in overrides if str(o).split("=", 1)[0].lstrip("+~") not in EXECUTION_KEYS]
 
 
 def task_overrides() -> list[str]:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipelab.errors import Diverged, Interrupted, UserError
 from recipelab.records import tracking
-from recipelab.records.folder import job_dirs, read_record
+from recipelab.records.folder import job_dirs, read_record, recipe_overrides
 from recipelab.records.summary import sweep_lines
 from recipelab.run import distributed, resume
 
@@ -50,7 +50,7 @@ def thread_budget() -> int | None:
 def previous_overrides(job_dir: Path) -> list[str] | None:
     """The overrides this job folder was made with, before this run of the sweep (None: a new folder)."""
     saved = job_dir / PREVIOUS / "overrides.yaml"
-    return tracking.recipe_overrides(OmegaConf.load(saved)) if saved.is_file() else None
+    return recipe_overrides(OmegaConf.load(saved)) if saved.is_file() else None
 
 
 def refuse(out: Path, before: list[str], now: list[str]) -> dict:

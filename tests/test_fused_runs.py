@@ -1,0 +1,104 @@
+"""Seeds trained fused (``seeds_per_process``) leave what separate runs leave, through the real command
+line: a fused sweep's job folders and report against the same sweep run job by job, and a fused chunk
+stopped by a signal and resumed against the same chunk never stopped."""
+
+import json
+import signal
+
+import pytest
+import torch
+
+from recipelab.report import ReportOptions, report
+from tests.conftest import train_cli
+from tests.test_resume import EXACT
+
+# fp32, no dropout: the fused copies run the separate runs' operations, so their numbers agree
+SMALL = [
+    "trainer=quiet",
+    "trainer.precision=32-true",
+    "model=mlp",
+    "data.train_size=600",
+    "data.val_size=200",
+    "data.batch_size=100",
+    "trainer.max_epochs=2",
+    "logger=csv",
+]
+AXES = ["regularization=none,label_smoothing", "seed=1,2,3"]
+
+
+def sweep(tmp_path, name, *extra):
+    folder = tmp_path / name
+    run = train_cli(tmp_path / "logs", "-m", *SMALL, *AXES, *extra, f"hydra.sweep.dir={folder}", quick=False)
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.slow
+def test_a_fused_sweep_leaves_the_job_folders_and_report_of_the_same_sweep_run_job_by_job(tmp_path):
+    plain = sweep(tmp_path, "plain")
+    fused = sweep(tmp_path, "fused", "seeds_per_process=2")
+    # seeds 1, 2 of each variant in one chunk, seed 3 alone (an ordinary job), in the jobs' own folders
+    assert sorted(p.name for p in (fused / "chunks").iterdir()) == ["0", "3"]
+    for job in range(6):
+        a = json.loads((plain / str(job) / "metrics.json").read_text())
+        b = json.loads((fused / str(job) / "metrics.json").read_text())
+        assert (b["status"], b["overrides"], b["tested_epoch"]) == (
+            a["status"],
+            a["overrides"],
+            a["tested_epoch"],
+        )
+        assert b["metrics"].keys() == a["metrics"].keys()
+        for key, value in a["metrics"].items():
+            assert b["metrics"][key] == pytest.approx(value, abs=1e-3), (job, key)
+        assert ("seeds_per_process" in b) == (job % 3 != 2)
+    a, b = (report(folder, ReportOptions(wandb=False)) for folder in (plain, fused))
+    assert [(v["variant"], v["n"], v["jobs"]) for v in b["variants"]] == [
+        (v["variant"], v["n"], v["jobs"]) for v in a["variants"]
+    ]
+    for x, y in zip(a["comparisons"], b["comparisons"], strict=True):
+        assert (y["variant"], y["paired_seeds"], y["verdict"]) == (
+            x["variant"],
+            x["paired_seeds"],
+            x["verdict"],
+        )
+        assert y["mean_diff"] == pytest.approx(x["mean_diff"], abs=1e-3)
+    # a re-run of the fused sweep finds every seed done, fused or not
+    again = train_cli(tmp_path / "logs", "-m", *SMALL, *AXES, f"hydra.sweep.dir={fused}", quick=False)
+    assert again.proc.stdout.count("in an earlier run of this sweep, skipped") == 6
+
+
+def _copies(folder):
+    return {p.parent.name: p.parent for p in folder.rglob("seed_*/metrics.json")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGTERM"])
+def test_a_fused_chunk_stopped_by_a_signal_resumes_exactly(tmp_path, name):
+    chunk = [*EXACT, "seeds_per_process=2", "seed=7"]
+    straight = train_cli(tmp_path / "straight", *chunk)
+    assert straight.proc.returncode == 0, straight.proc.stderr[-3000:]
+    sig = [
+        "+callbacks.sig._target_=tests.helpers.SignalAtStep",
+        "+callbacks.sig.step=9",
+        f"+callbacks.sig.signal={name}",
+    ]
+    stopped = train_cli(tmp_path / "stopped", *chunk, *sig)
+    assert stopped.proc.returncode == 128 + getattr(signal, name), stopped.proc.stderr[-3000:]
+    copies = _copies(tmp_path / "stopped")
+    assert sorted(copies) == ["seed_7", "seed_8"]
+    for folder in copies.values():  # every copy saved at the same step, each job interrupted
+        record = json.loads((folder / "metrics.json").read_text())
+        assert record["status"] == "interrupted" and record["interrupted"]["step"] == 10
+    chunk_dir = next(copies.values().__iter__()).parent
+    assert torch.load(chunk_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+
+    resumed = train_cli(tmp_path / "stopped", f"resume={chunk_dir}", "~callbacks.sig", quick=False)
+    assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    expected = _copies(tmp_path / "straight")
+    for seed, folder in copies.items():
+        a = json.loads((expected[seed] / "metrics.json").read_text())
+        b = json.loads((folder / "metrics.json").read_text())
+        assert b["status"] == "completed" and b["metrics"] == a["metrics"]  # bit for bit
+        wa = torch.load(expected[seed] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        wb = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
