@@ -112,3 +112,30 @@ def test_bench_race_trains_the_seeds_and_keeps_the_other_figures(tmp_path):
     assert result["overhead"] == {"ratio": 0.97} and race["seeds"] == [1, 2]
     accs = [json.loads(p.read_text())["metrics"]["test/acc"] for p in sorted(tmp_path.rglob("metrics.json"))]
     assert race["test_acc"]["each"] == accs and len(race["curve"]) == 2
+
+
+def test_bench_fused_times_a_chunk_against_separate_jobs(tmp_path):
+    """Both ways train the same seeds: in fp32 without dropout the same test accuracies come out."""
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"overhead": {"ratio": 0.97}}))
+    recipe = ["trainer.precision=32-true", "model=mlp", "data.train_size=600", "data.val_size=200"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipelab.bench",
+        "--fused",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *recipe,
+    ]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    fused = result["fused_seeds"]
+    assert result["overhead"] == {"ratio": 0.97} and (fused["seeds"], fused["epochs"]) == (2, 1)
+    assert fused["fused"]["test_acc"] == pytest.approx(fused["separate"]["test_acc"], abs=1e-3)
+    assert fused["wall_ratio"] == pytest.approx(
+        fused["fused"]["wall_s"] / fused["separate"]["wall_s"], abs=0.01
+    )

@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+from recipelab.records.wandb_file import read_run, run_files
 from recipelab.report import ReportOptions, report
 from tests.conftest import train_cli
 from tests.test_resume import EXACT
@@ -102,3 +103,7 @@ def test_a_fused_chunk_stopped_by_a_signal_resumes_exactly(tmp_path, name):
         wa = torch.load(expected[seed] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         wb = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        # its own W&B run, continued by the resumed chunk: two offline folders, one id, the record's numbers
+        assert len({p.name.rsplit("-", 1)[1] for p in folder.glob("wandb/offline-run-*")}) == 1
+        summary = read_run(run_files(folder)[-1]).summary
+        assert summary["status"] == "completed" and summary["test/acc"] == b["metrics"]["test/acc"]

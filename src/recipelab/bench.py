@@ -2,6 +2,7 @@
 
     python -m recipelab.bench [--steps N] [--rounds R] [--full] [--out bench.json] [overrides ...]
     python -m recipelab.bench --race [--seeds 5] [--budget 180] [--out bench.json] [overrides ...]
+    python -m recipelab.bench --fused 6 [--epochs 3] [--out bench.json] [overrides ...]
 
 1. overhead: steady-state images/s of `python -m recipelab.train` (full path: config, DataModule,
    augmentation, LightningModule, logging, checkpointing, W&B offline) against a plain PyTorch loop with
@@ -20,6 +21,8 @@
    sweep, kept under logs/race/<name>/ for the report); the test accuracies' mean, std and min, the
    training times, and when the seeds' mean val/acc first reached 0.93 and 0.94. It is written under
    ``race.<name>`` into the --out file, beside the figures already there (the other measures are skipped).
+6. (--fused K) seeds fused against separate jobs: a sweep of seeds 1..K trained as K jobs, then as one
+   chunk (``seeds_per_process=K``); wall times and training images/s of each, under ``fused_seeds``.
 Timings are printed and written to bench.json (each run keeps the others' figures in it); nothing here
 is asserted. Take them on an idle machine.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from recipelab.benchmark.fused import fused_vs_separate
 from recipelab.benchmark.plain import steady_rates
 from recipelab.benchmark.race import run_race, summarize
 from recipelab.benchmark.runs import compose_cfg, import_seconds, template_run, time_to_accuracy
@@ -55,10 +59,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=5, help="--race: seeds 1..n")
     parser.add_argument("--budget", type=float, default=180.0, help="--race: training seconds allowed")
     parser.add_argument("--name", default=None, help="--race: its name (default: the experiment's)")
+    parser.add_argument("--fused", type=int, default=0, help="K seeds fused against K separate jobs")
+    parser.add_argument("--epochs", type=int, default=3, help="--fused: epochs of each seed")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both contenders")
     args = parser.parse_args(argv)
     if args.race:
         return race(args)
+    if args.fused:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = fused_vs_separate(args.overrides, args.fused, args.epochs, Path(tmp))
+        print(json.dumps(result, indent=2))
+        return write_merged(Path(args.out), {"fused_seeds": result})
 
     batch = compose_cfg(args.overrides).data.batch_size
     with tempfile.TemporaryDirectory() as tmp:

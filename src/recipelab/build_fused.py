@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipelab import build
@@ -138,6 +139,8 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     loggers = build.build_loggers(cfg) if "logger" not in trainer_overrides else []
+    # no W&B run of the chunk: each copy's is written after it, from its record (run.fused.write_wandb_run)
+    loggers = [logger for logger in loggers if not isinstance(logger, WandbLogger)]
     callbacks = (
         [] if "callbacks" in trainer_overrides else build_chunk_callbacks(cfg, configs, out_dirs, loggers)
     )

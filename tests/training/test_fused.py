@@ -132,3 +132,17 @@ def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):
             "seeds_per_process=2", "trainer.gradient_clip_val=1.0", "+trainer.gradient_clip_algorithm=value"
         )
     )
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_each_copy_draws_its_own_dropout_masks(dropout, tmp_path: Path):
+    """Three copies of one seed (the same initial weights, sample order and augmentation draws): with
+    dropout they part ways (each copy draws its own masks, from the one global generator in turn, so
+    they are distributed as a separate run's, not equal to them); without dropout they stay equal."""
+    cfg = compose_train(
+        "trainer=cpu", *SHORT[:3], f"regularization.dropout={dropout}", "+trainer.max_steps=5"
+    )
+    module = fused_fit(cfg, [5, 5, 5], tmp_path)
+    states = [module.model.copy_state_dict(i) for i in range(3)]
+    equal = [all(torch.equal(states[0][n], states[i][n]) for n in states[0]) for i in (1, 2)]
+    assert equal == ([False, False] if dropout else [True, True])

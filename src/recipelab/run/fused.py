@@ -100,7 +100,7 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
             record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
             record["wall_time_s"] = round(time.time() - start, 2)
             write_copy(Path(record["run_dir"]), own, record)
-        tracking.finish_wandb(exit_code, "completed" if exit_code == 0 else records[0]["status"])
+            write_wandb_run(own, record, exit_code if record["status"] != "diverged" else 1)
     return records
 
 
@@ -157,3 +157,26 @@ def write_copy(folder: Path, cfg: DictConfig, record: dict) -> None:
     if chunk_hydra.is_file():
         shutil.copy(chunk_hydra, hydra / "hydra.yaml")
     tracking.write_json(folder / "metrics.json", record)
+
+
+def write_wandb_run(cfg: DictConfig, record: dict, exit_code: int) -> None:
+    """The copy's W&B run (if the recipe logs to W&B), as its separate run leaves one: in its folder and
+    the sweep's group, its config and tags, each validation of its history at its step, and its record's
+    metrics and status in the summary. Written after the chunk (a resumed chunk continues the same run)."""
+    conf = next(
+        (c for c in cfg.logger.values() if c is not None and c._target_.endswith("WandbLogger")), None
+    )
+    if conf is None:
+        return
+    import wandb
+
+    folder = Path(record["run_dir"])
+    identity = tracking.wandb_identity(cfg.name, cfg.seed, cfg.tags) | {"name": folder.name}
+    config = {**OmegaConf.to_container(cfg, resolve=True), "choices": tracking.group_choices()}
+    run = wandb.init(
+        project=conf.project, dir=str(folder), config=config, **identity, **tracking.wandb_resume(folder)
+    )
+    for row in record["history"]:
+        run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+    run.summary.update(record["metrics"])
+    tracking.finish_wandb(exit_code, record["status"])
