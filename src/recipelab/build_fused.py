@@ -125,7 +125,7 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
         L.seed_everything(own.seed, workers=False, verbose=False)
         copies.append(build.build_module(own, datamodule.batch_size))
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    stack = SeedStack([c.model for c in copies], memory_format=memory)
+    stack = SeedStack([c.model for c in copies], vectorize=cfg.get("seeds_vmap", False), memory_format=memory)
     groups = stacked_groups(copies[0].param_groups(copies[0].model), copies[0].model, stack)
     first = copies[0]
     module = FusedModule(
