@@ -11,6 +11,7 @@ import torch
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.report import ReportOptions, report
 from tests.conftest import train_cli
+from tests.test_evaluate import evaluate_cli
 from tests.test_resume import EXACT
 
 # fp32, no dropout: the fused copies run the separate runs' operations, so their numbers agree
@@ -63,6 +64,13 @@ def test_a_fused_sweep_leaves_the_job_folders_and_report_of_the_same_sweep_run_j
             x["verdict"],
         )
         assert y["mean_diff"] == pytest.approx(x["mean_diff"], abs=1e-3)
+    # evaluate reads a fused seed's folder as any run's: its best checkpoint, the same test accuracy
+    proc = evaluate_cli(f"ckpt_path={fused / '1'}", "log_wandb=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.loads((fused / "1" / "evaluate.json").read_text())
+    record = json.loads((fused / "1" / "metrics.json").read_text())
+    assert evaluated["checkpoint"] == record["best_checkpoint"]
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(record["metrics"]["test/acc"], abs=1e-3)
     # a re-run of the fused sweep finds every seed done, fused or not
     again = train_cli(tmp_path / "logs", "-m", *SMALL, *AXES, f"hydra.sweep.dir={fused}", quick=False)
     assert again.proc.stdout.count("in an earlier run of this sweep, skipped") == 6

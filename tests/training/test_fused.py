@@ -134,18 +134,23 @@ def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):
     )
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_each_copy_draws_its_own_dropout_masks(dropout, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("regularization", "masks"),
+    [
+        ("regularization.dropout=0.0", False),
+        ("regularization.dropout=0.3", True),
+        ("regularization=dropconnect", True),
+    ],
+)
+def test_each_copy_draws_its_own_dropout_masks(regularization, masks, tmp_path: Path):
     """Three copies of one seed (the same initial weights, sample order and augmentation draws): with
-    dropout they part ways (each copy draws its own masks, from the one global generator in turn, so
-    they are distributed as a separate run's, not equal to them); without dropout they stay equal."""
-    cfg = compose_train(
-        "trainer=cpu", *SHORT[:3], f"regularization.dropout={dropout}", "+trainer.max_steps=5"
-    )
+    dropout or DropConnect they part ways (each copy draws its own masks, from the one global generator in
+    turn, so they are distributed as a separate run's, not equal to them); without, they stay equal."""
+    cfg = compose_train("trainer=cpu", *SHORT[:3], regularization, "+trainer.max_steps=5")
     module = fused_fit(cfg, [5, 5, 5], tmp_path)
     states = [module.model.copy_state_dict(i) for i in range(3)]
     equal = [all(torch.equal(states[0][n], states[i][n]) for n in states[0]) for i in (1, 2)]
-    assert equal == ([False, False] if dropout else [True, True])
+    assert equal == ([False, False] if masks else [True, True])
 
 
 def test_vmap_runs_the_copies_as_the_loop_does(tmp_path: Path):
@@ -161,3 +166,28 @@ def test_vmap_runs_the_copies_as_the_loop_does(tmp_path: Path):
         a, b = loop.model.copy_state_dict(i), vmap.model.copy_state_dict(i)
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("model=mlp", "optimizer=adam"),
+        ("model=mlp", "optimizer=rmsprop", "regularization=elastic_net", "regularization.max_norm=0.5"),
+        ("model=mlp", "optimizer=adagrad", "regularization=l2"),
+        ("model=cnn", "normalization=groupnorm", "optimizer=adamw"),
+        ("model=cnn", "normalization=layernorm", "regularization=l1"),
+        ("model=resnet", "+trainer.max_steps=2"),
+        ("model=wrn", "+trainer.max_steps=2"),
+    ],
+)
+def test_other_optimizers_penalties_norms_and_families_fuse_exactly(extra, tmp_path: Path):
+    """Elementwise optimizers, per-copy penalties and max-norm, other normalizations and families: each
+    copy's weights after training equal its separate run's (10 steps; 2 for the larger families)."""
+    short = ("data.train_size=320", "data.batch_size=32", "trainer.max_epochs=1")
+    cfg = compose_train(*PLAIN, *short, *extra, "seeds_per_process=2")
+    module = fused_fit(cfg, SEEDS[:2], tmp_path)
+    for i, seed in enumerate(SEEDS[:2]):
+        _, end, _ = separate(compose_train(*PLAIN, *short, *extra, "trainer.log_every_n_steps=1"), seed)
+        fused = module.model.copy_state_dict(i)
+        for name, value in end.items():
+            torch.testing.assert_close(fused[name], value, rtol=1e-6, atol=1e-6, msg=name)
