@@ -115,3 +115,23 @@ def test_a_fused_chunk_stopped_by_a_signal_resumes_exactly(tmp_path, name):
         assert len({p.name.rsplit("-", 1)[1] for p in folder.glob("wandb/offline-run-*")}) == 1
         summary = read_run(run_files(folder)[-1]).summary
         assert summary["status"] == "completed" and summary["test/acc"] == b["metrics"]["test/acc"]
+
+
+@pytest.mark.slow
+def test_a_fused_chunk_with_ema_tests_each_copys_own_average(tmp_path):
+    """EMA on the stacked tensors is each copy's own average: each seed's best checkpoint holds its
+    averaged weights and tests as the separate run with EMA does (fp32, no dropout: the same numbers)."""
+    ema = [*SMALL, "callbacks=ema", "callbacks.ema.start_epoch=0"]
+    fused = train_cli(tmp_path / "fused", *ema, "seeds_per_process=2", "seed=1", quick=False)
+    assert fused.proc.returncode == 0, fused.proc.stderr[-3000:]
+    copies = _copies(tmp_path / "fused")
+    for seed in (1, 2):
+        alone = train_cli(tmp_path / f"alone{seed}", *ema, f"seed={seed}", quick=False)
+        assert alone.proc.returncode == 0, alone.proc.stderr[-3000:]
+        a, b = alone.metrics(), json.loads((copies[f"seed_{seed}"] / "metrics.json").read_text())
+        assert b["tested_epoch"] == a["tested_epoch"]
+        for key, value in a["metrics"].items():
+            assert b["metrics"][key] == pytest.approx(value, abs=1e-5), key
+        best_a = torch.load(a["best_checkpoint"], weights_only=True)["state_dict"]
+        best_b = torch.load(b["best_checkpoint"], weights_only=True)["state_dict"]
+        assert all(torch.allclose(best_b[k].float(), best_a[k].float(), atol=1e-6) for k in best_a)

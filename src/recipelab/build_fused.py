@@ -36,6 +36,7 @@ CHUNK_CALLBACKS = (
     "recipelab.training.reliability.RandomStateCheckpoint",
     "recipelab.training.reliability.GracefulStop",
     "recipelab.training.reliability.ValidationHistory",
+    "recipelab.training.averaging.EMA",  # elementwise on the stacked tensors: each copy its own average
     "recipelab.data.preview.AugmentationPreview",
     "lightning.pytorch.callbacks.LearningRateMonitor",
     "lightning.pytorch.callbacks.Timer",

@@ -118,7 +118,6 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=swa", "callbacks.swa"),
-        ("callbacks=ema", "callbacks.ema"),
         ("callbacks=time_points", "callbacks.members"),
         ("+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping", "callbacks.early"),
     ],

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
@@ -179,7 +180,13 @@ class CopyCheckpoints(L.Callback):
             self.save(trainer, pl_module, i, folder / "last.ckpt")
 
     def save(self, trainer, pl_module: FusedModule, i: int, path: Path) -> None:
-        state = {f"model.{name}": t for name, t in pl_module.model.copy_state_dict(i).items()}
+        """Copy i's network, as its separate run's checkpoint holds it: under weight averaging (EMA) the
+        averaged weights, which Lightning keeps in the callback's ``_average_model`` (no public accessor in
+        Lightning 2.6) and which a separate run's checkpoint holds as its ``state_dict``."""
+        averaging = next((c for c in trainer.callbacks if isinstance(c, WeightAveraging)), None)
+        average = getattr(averaging, "_average_model", None)
+        stack = average.module.model if average is not None else pl_module.model
+        state = {f"model.{name}": t for name, t in stack.copy_state_dict(i).items()}
         checkpoint = {
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
