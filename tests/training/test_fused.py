@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+from torch import nn
 
 from recipelab.build import build_run
 from recipelab.build_fused import build_fused_run, check_fusable
 from recipelab.errors import UserError
+from recipelab.models.seed_stack import SeedStack
 from recipelab.training.fused import CopyDivergence, copy_key
 from tests.training.composed import compose_train
 
@@ -190,3 +192,26 @@ def test_other_optimizers_penalties_norms_and_families_fuse_exactly(extra, tmp_p
         fused = module.model.copy_state_dict(i)
         for name, value in end.items():
             torch.testing.assert_close(fused[name], value, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_vmap_keeps_to_what_vmap_on_cuda_accepts():
+    """Seen refused by vmap on an H200 (torch 2.11) and avoided: batch norm's backward with a bf16 input
+    beside float32 statistics, and channels_last layouts. Under vmap the stack keeps the default layout and
+    batch norm gets its statistics' dtype under bf16 autocast; the loop keeps the separate run's layout
+    and dtypes."""
+    nets = [nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU()) for _ in range(2)]
+    for vectorize, layout, dtype in (
+        (False, torch.channels_last, torch.bfloat16),
+        (True, None, torch.float32),
+    ):
+        stack = SeedStack(nets, vectorize=vectorize, memory_format=torch.channels_last)
+        seen = []  # runs after the stack's own hook: what batch norm is handed
+        stack._skeleton[0][1].register_forward_pre_hook(
+            lambda module, args, seen=seen: seen.append(args[0].dtype)
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stack(torch.randn(2, 3, 2, 8, 8)).float().sum().backward()
+        kernel = stack.stacked("0.weight")[0]
+        assert kernel.is_contiguous(memory_format=layout or torch.contiguous_format)
+        assert kernel.is_contiguous() == (layout is None)
+        assert set(seen) == {dtype}

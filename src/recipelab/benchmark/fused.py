@@ -13,12 +13,18 @@ from recipelab.benchmark.runs import QUIET, compose_cfg
 from recipelab.records.folder import read_record
 
 
-def _sweep(folder: Path, overrides: list[str]) -> float:
-    """Seconds ``python -m recipelab.train -m`` takes for the sweep, from the command to its end."""
+def _sweep(folder: Path, overrides: list[str], k: int) -> float:
+    """Seconds ``python -m recipelab.train -m`` takes for the sweep, from the command to its end; an
+    error with the end of its log when a job of the sweep did not complete."""
     launched = time.time()
     args = [sys.executable, "-m", "recipelab.train", "-m", *overrides, *QUIET, f"hydra.sweep.dir={folder}"]
-    subprocess.run(args, check=True, capture_output=True, text=True)
-    return time.time() - launched
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    seconds = time.time() - launched
+    statuses = [(read_record(folder / str(job)) or {}).get("status") for job in range(k)]
+    if any(status != "completed" for status in statuses):
+        tail = done.stderr[-3000:]
+        raise RuntimeError(f"{folder.name}: jobs ended {statuses}; the sweep's log ends:\n{tail}")
+    return seconds
 
 
 def fused_vs_separate(overrides: list[str], k: int, epochs: int, workdir: Path) -> dict:
@@ -27,8 +33,8 @@ def fused_vs_separate(overrides: list[str], k: int, epochs: int, workdir: Path) 
     step, validation included as each run does it)."""
     seeds = ",".join(str(s) for s in range(1, k + 1))
     common = [*overrides, f"seed={seeds}", f"trainer.max_epochs={epochs}", "logger=csv"]
-    separate_s = _sweep(workdir / "separate", common)
-    fused_s = _sweep(workdir / "fused", [*common, f"seeds_per_process={k}"])
+    separate_s = _sweep(workdir / "separate", common, k)
+    fused_s = _sweep(workdir / "fused", [*common, f"seeds_per_process={k}"], k)
     data = compose_cfg(overrides).data
     per_epoch = data.train_size or data.train_count - data.val_size  # training images an epoch
     result = {"seeds": k, "epochs": epochs, "recipe": overrides}

@@ -25,6 +25,17 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 
+def _input_in_stats_dtype(module: nn.Module, args: tuple):
+    """Batch norm's input cast to its running statistics' dtype, under ``vmap`` only: there, with bf16
+    autocast on CUDA, batch norm's batched backward refuses a bf16 input beside float32 statistics (seen
+    on an H200, torch 2.11: "Expected running_mean to have type BFloat16 but got Float"); the loop and a
+    separate run hand bf16 to cuDNN, which takes both. A no-op in float32."""
+    stats = module.running_mean if module.running_mean is not None else module.weight
+    if stats is None or args[0].dtype == stats.dtype:
+        return None
+    return (args[0].to(stats.dtype), *args[1:])
+
+
 def _key(name: str) -> str:
     """A stacked tensor's attribute name: module paths hold dots, attribute names cannot."""
     return name.replace(".", "__")
@@ -43,6 +54,11 @@ class SeedStack(nn.Module):
         if len({type(c) for c in copies}) != 1:
             raise ValueError("SeedStack: the copies must be one network class")
         params, buffers = stack_module_state(list(copies))
+        if vectorize:
+            # under vmap the copies keep the default layout: on CUDA batch norm asks whether its batched
+            # input is channels_last-contiguous, which vmap does not implement (H200, torch 2.11: "NYI:
+            # querying is_contiguous inside of vmap for memory_format other than torch.contiguous_format")
+            memory_format = torch.contiguous_format
         self.k, self.vectorize = len(copies), vectorize
         self.memory_format = memory_format  # each copy's batch, as a separate run lays out its own
         self.param_names, self.buffer_names = list(params), list(buffers)
@@ -53,6 +69,10 @@ class SeedStack(nn.Module):
             self.register_buffer(_key(name), b.clone())
         # the network's structure without its state: a list, so that it is not a submodule of this one
         self._skeleton = [copy.deepcopy(copies[0]).to("meta")]
+        if vectorize:
+            for module in self._skeleton[0].modules():
+                if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+                    module.register_forward_pre_hook(_input_in_stats_dtype)
 
     def _laid_out(self, stacked: torch.Tensor) -> torch.Tensor:
         """A copy of ``stacked`` in which each copy's slice has its separate network's layout: with
@@ -85,7 +105,7 @@ class SeedStack(nn.Module):
             # by setting each submodule's ``training`` flag, and the skeleton is not a submodule
             skeleton.train(self.training)
         if self.vectorize:
-            return vmap(self._one, randomness="different")(*self._state(), x)
+            return vmap(self._one, randomness="different")(*self._state(), x.contiguous())
         return torch.stack(
             [
                 self._one(*self._state(i), x[i].contiguous(memory_format=self.memory_format))
