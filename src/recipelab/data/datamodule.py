@@ -184,16 +184,20 @@ class InMemoryDataModule(L.LightningDataModule):
     # trainer.estimated_stepping_batches (Lightning issue 20550), as the schedulers here do.
     def state_dict(self) -> dict:
         state = {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
-        if self.augmentation is not None:
-            state["augmentation"] = self.augmentation.state_dict()
-        return state
+        return state | self._augmentation_state()
 
     def load_state_dict(self, state: dict) -> None:
-        if self.augmentation is not None and "augmentation" in state:
-            self.augmentation.load_state_dict(state["augmentation"])
+        self._load_augmentation_state(state)
         self._train_position = state.get("train_loader")
         if self._train_loader is not None and self._train_position:  # a loader made before the restore
             self._train_loader.load_state_dict(self._train_position)
+
+    def _augmentation_state(self) -> dict:
+        return {"augmentation": self.augmentation.state_dict()} if self.augmentation is not None else {}
+
+    def _load_augmentation_state(self, state: dict) -> None:
+        if self.augmentation is not None and "augmentation" in state:
+            self.augmentation.load_state_dict(state["augmentation"])
 
     def val_dataloader(self):
         return self._loader("val", self.eval_batch_size, train=False)

@@ -80,16 +80,11 @@ class FusedDataModule(InMemoryDataModule):
         ]
         return torch.stack(prepared), labels
 
-    def state_dict(self) -> dict:
-        state = {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
-        state["augmentations"] = [a.state_dict() for a in self.augmentations if a is not None]
-        return state
+    def _augmentation_state(self) -> dict:
+        return {"augmentations": [a.state_dict() for a in self.augmentations if a is not None]}
 
-    def load_state_dict(self, state: dict) -> None:
+    def _load_augmentation_state(self, state: dict) -> None:
         for augmentation, own in zip(
             [a for a in self.augmentations if a is not None], state.get("augmentations", []), strict=False
         ):
             augmentation.load_state_dict(own)
-        self._train_position = state.get("train_loader")
-        if self._train_loader is not None and self._train_position:
-            self._train_loader.load_state_dict(self._train_position)

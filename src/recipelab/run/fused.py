@@ -27,28 +27,26 @@ from recipelab.training.fused import CopyCheckpoints
 
 
 def copy_overrides(overrides: list[str], seed: int) -> list[str]:
-    """The overrides of the separate run of ``seed``: the chunk's, its seed in place of the chunk's and
-    without its chunk size."""
+    """The overrides of the separate run of ``seed``: the chunk's recipe overrides (``task_overrides``,
+    which leave the chunk size out), its seed in place of the chunk's."""
     own = [f"seed={seed}" if override_key(o) == "seed" else o for o in overrides]
-    own = [o for o in own if override_key(o) != "seeds_per_process"]
     return own if f"seed={seed}" in own else [*own, f"seed={seed}"]
+
+
+def _own(values: dict, i: int) -> dict:
+    """Copy ``i``'s entries (``<name>/copy<i>``) under the names its separate run logs them."""
+    suffix = f"/copy{i}"
+    return {k.removesuffix(suffix): v for k, v in values.items() if k.endswith(suffix)}
 
 
 def copy_row(row: dict, i: int) -> dict:
     """Copy ``i``'s part of a validation-history row, under the names a separate run's row has."""
-    suffix = f"/copy{i}"
-    own = {k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)}
-    return {k: v for k, v in row.items() if "/copy" not in k} | own
+    return {k: v for k, v in row.items() if "/copy" not in k} | _own(row, i)
 
 
 def copy_metrics(metrics: dict, prefix: str, i: int) -> dict:
     """Copy ``i``'s values among the trainer's metrics whose names start with ``prefix``."""
-    suffix = f"/copy{i}"
-    return {
-        k.removesuffix(suffix): float(v)
-        for k, v in metrics.items()
-        if k.startswith(prefix) and k.endswith(suffix)
-    }
+    return {k: float(v) for k, v in _own(metrics, i).items() if k.startswith(prefix)}
 
 
 def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
@@ -59,18 +57,18 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
     for folder in [out, *dirs]:
         remove_stale_files(folder)
     run = build_fused_run(cfg, seeds, dirs)
-    overrides = tracking.task_overrides()
+    overrides, groups, provenance = tracking.task_overrides(), tracking.group_choices(), tracking.provenance()
     records = [
         {
             "name": cfg.name,
             "group": tracking.run_group(cfg.name),
             "seed": s,
-            "groups": tracking.group_choices(),
+            "groups": groups,
             "status": "failed",
             "metrics": {},
             "run_dir": str(d),
             "overrides": copy_overrides(overrides, s),
-            "provenance": tracking.provenance(),
+            "provenance": provenance,
             "seeds_per_process": {"seeds": seeds, "chunk_dir": str(out)},
         }
         for s, d in zip(seeds, dirs, strict=True)
@@ -96,7 +94,7 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
         for i, (record, own) in enumerate(zip(records, run.configs, strict=True)):
             if i in module.diverged:
                 record.update(status="diverged", diverged=module.diverged[i])
-            record.setdefault("history", copy_history(rows, i, module.diverged.get(i)))
+            record["history"] = copy_history(rows, i, module.diverged.get(i))
             record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
             record["wall_time_s"] = round(time.time() - start, 2)
             write_copy(Path(record["run_dir"]), own, record)
@@ -125,11 +123,11 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
     for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
         if i in run.module.diverged:
             continue
-        record["history"] = [copy_row(r, i) for r in (run.history.rows if run.history else [])]
         last = copy_metrics(metrics, "val/", i) | copy_metrics(metrics, "train/sparsity", i)
         path = best.best_paths[i]
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        row = next((r for r in reversed(record["history"]) if r["step"] == saved["global_step"]), {})
+        rows = run.history.rows if run.history else []
+        row = copy_row(next((r for r in reversed(rows) if r["step"] == saved["global_step"]), {}), i)
         module.model.load_state_dict({n.removeprefix("model."): t for n, t in saved["state_dict"].items()})
         tester.test(module, datamodule=run.datamodule, verbose=False)
         tested = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("test/")}

@@ -216,8 +216,8 @@ class CopyDivergence(StopOnDivergence):
         if not self._losses:
             return
         module: FusedModule = trainer.lightning_module
-        rows = torch.stack(self._losses).float().tolist()  # [steps, k]: one device→host copy
-        steps, self._losses, self._steps = self._steps, [], []
+        steps, losses = self._take()
+        rows = losses.tolist()  # [steps, k]: one device→host copy
         for (step, epoch, lr), row in zip(steps, rows, strict=True):
             for i, value in enumerate(row):
                 if not math.isfinite(value) and i not in module.diverged:

@@ -62,8 +62,7 @@ class StopOnDivergence(L.Callback):
         step whose loss was not finite on some rank."""
         if not self._losses:
             return
-        losses = torch.stack(self._losses).float()
-        steps, self._losses, self._steps = self._steps, [], []
+        steps, losses = self._take()
         rows = losses[None]  # [ranks, steps]: under DDP every rank's losses of the same steps
         if trainer.world_size > 1:
             rows = trainer.strategy.all_gather(losses).reshape(-1, len(steps))
@@ -71,6 +70,12 @@ class StopOnDivergence(L.Callback):
             bad = [value for value in column if not math.isfinite(value)]
             if bad:
                 raise Diverged(step, epoch, lr, bad[0])
+
+    def _take(self) -> tuple[list[tuple[int, int, float]], torch.Tensor]:
+        """The kept steps and their losses stacked (still on their device); the keeping starts anew."""
+        steps, losses = self._steps, torch.stack(self._losses).float()
+        self._losses, self._steps = [], []
+        return steps, losses
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % (self.check_every or trainer.log_every_n_steps or 1) == 0:
