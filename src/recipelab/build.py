@@ -117,14 +117,17 @@ def build_model(cfg: DictConfig, regularizer: Regularizer | None = None) -> torc
     return attach_whitening(model, whitening) if whitening is not None else model
 
 
-def build_module(cfg: DictConfig, batch_size: int | None = None) -> RecipeModule:
-    """``batch_size``: the resolved training batch size (``full`` → N), for the lr scaling rule."""
+def build_module(cfg: DictConfig, batch_size: int | None = None, describe: bool = True) -> RecipeModule:
+    """``batch_size``: the resolved training batch size (``full`` → N), for the lr scaling rule;
+    ``describe``: log the parameter groups (a fused chunk's copies after the first share them)."""
     regularizer = build_regularizer(cfg)
     model = build_model(cfg, regularizer)
     scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
     optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
     # built once here so that a bad rule or option fails before any work; the module builds its own
-    log.info(describe_param_groups(optimizer(param_groups(model))))
+    described = describe_param_groups(optimizer(param_groups(model)))
+    if describe:
+        log.info(described)
     mode = cfg.get("compile_mode", "default")
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay those of the plain model
         compiled.check(cfg.optimizer._target_, mode, cfg.trainer.get("accelerator", "auto"))

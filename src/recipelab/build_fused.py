@@ -122,9 +122,9 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
     configs = [copy_config(cfg, s, d) for s, d in zip(seeds, out_dirs, strict=True)]
     datamodule = build_fused_datamodule(cfg, seeds)
     copies = []
-    for own in configs:  # as build_run: seed, then the module (the datamodule draws nothing from the seed)
+    for i, own in enumerate(configs):  # as build_run: seed, then the module (the datamodule draws nothing)
         L.seed_everything(own.seed, workers=False, verbose=False)
-        copies.append(build.build_module(own, datamodule.batch_size))
+        copies.append(build.build_module(own, datamodule.batch_size, describe=i == 0))
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     stack = SeedStack([c.model for c in copies], vectorize=cfg.get("seeds_vmap", False), memory_format=memory)
     groups = stacked_groups(copies[0].param_groups(copies[0].model), copies[0].model, stack)

@@ -8,6 +8,7 @@ resume it.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -111,15 +112,21 @@ def copy_history(rows: list[dict], i: int, diverged: dict | None) -> list[dict]:
 def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: float | None) -> None:
     """Each copy's best checkpoint, tested by the module its separate run would test it with."""
     best = next(c for c in run.callbacks if isinstance(c, CopyCheckpoints))
-    tester = L.Trainer(
-        accelerator=run.trainer.accelerator,
-        devices=1,
-        precision=run.trainer.precision_plugin.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero.level
+    rank_zero.setLevel(logging.WARNING)  # the device lines: the chunk's Trainer printed them already
+    try:
+        tester = L.Trainer(
+            accelerator=run.trainer.accelerator,
+            devices=1,
+            precision=run.trainer.precision_plugin.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    finally:
+        rank_zero.setLevel(level)
     for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
         if i in run.module.diverged:
             continue
