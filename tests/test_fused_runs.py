@@ -11,6 +11,7 @@ import torch
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.report import ReportOptions, report
 from tests.conftest import train_cli
+from tests.test_ensemble import ensemble_cli
 from tests.test_evaluate import evaluate_cli
 from tests.test_resume import EXACT
 
@@ -135,3 +136,26 @@ def test_a_fused_chunk_with_ema_tests_each_copys_own_average(tmp_path):
         best_a = torch.load(a["best_checkpoint"], weights_only=True)["state_dict"]
         best_b = torch.load(b["best_checkpoint"], weights_only=True)["state_dict"]
         assert all(torch.allclose(best_b[k].float(), best_a[k].float(), atol=1e-6) for k in best_a)
+
+
+@pytest.mark.slow
+def test_a_fused_chunk_keeps_each_copys_time_point_members(tmp_path):
+    """``callbacks=time_points``: each seed's folder holds its members, named and weighted as its separate
+    run's (fp32, no dropout: the same numbers), and the ensemble entry takes the seed's folder as a source."""
+    points = [*SMALL, "callbacks=time_points", "callbacks.members.every_n_epochs=1"]
+    fused = train_cli(tmp_path / "fused", *points, "seeds_per_process=2", "seed=1", quick=False)
+    assert fused.proc.returncode == 0, fused.proc.stderr[-3000:]
+    alone = train_cli(tmp_path / "alone", *points, "seed=2", quick=False)
+    assert alone.proc.returncode == 0, alone.proc.stderr[-3000:]
+    copy = _copies(tmp_path / "fused")["seed_2"] / "checkpoints" / "members"
+    own = alone.run_dirs[0] / "checkpoints" / "members"
+    names = sorted(p.name for p in own.glob("*.ckpt"))
+    assert names == sorted(p.name for p in copy.glob("*.ckpt")) and len(names) == 2
+    for name in names:
+        a = torch.load(own / name, weights_only=True)
+        b = torch.load(copy / name, weights_only=True)
+        assert (b["epoch"], b["global_step"]) == (a["epoch"], a["global_step"])
+        assert all(torch.allclose(b["state_dict"][k], a["state_dict"][k], atol=1e-6) for k in a["state_dict"])
+    ensemble = ensemble_cli(f"source={copy.parent.parent}", "log_wandb=false")
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    assert "ensemble of 2 members" in ensemble.stdout

@@ -24,14 +24,15 @@ from recipelab.data.fused import FusedDataModule
 from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
 from recipelab.training import RecipeModule, quiet
-from recipelab.training.fused import CopyCheckpoints, CopyDivergence, FusedModule, stacked_groups
+from recipelab.training.copy_checkpoints import CopyCheckpoints, CopyMembers
+from recipelab.training.fused import CopyDivergence, FusedModule, stacked_groups
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import ModelCheckpoint, StopOnDivergence
 
 # callbacks that act on the chunk as a whole and mean the same for each copy; any other is refused unless
 # its class says ``fusable = True``
 CHUNK_CALLBACKS = (
-    "recipelab.training.reliability.ModelCheckpoint",  # the monitored one becomes CopyCheckpoints
+    "recipelab.training.reliability.ModelCheckpoint",  # the monitored one and members become per copy
     "recipelab.training.reliability.StopOnDivergence",
     "recipelab.training.reliability.RandomStateCheckpoint",
     "recipelab.training.reliability.GracefulStop",
@@ -86,16 +87,26 @@ def check_fusable(cfg: DictConfig) -> None:
             raise UserError(f"{key}: cannot be used with {why}: {reason}")
     for name, node in cfg.callbacks.items():
         target = node.get("_target_") if node is not None else None
-        if target == CHUNK_CALLBACKS[0] and node.get("filename") != "last" and node.get("monitor") is None:
-            raise UserError(  # the time points' members: checkpoints of one network each
-                f"callbacks.{name}: checkpoints every {node.get('every_n_epochs')} epochs (ensemble members) "
-                f"cannot be kept with {why} yet (train these seeds as separate jobs)"
+        if _is_members(node) and (node.get("every_n_train_steps") or node.get("train_time_interval")):
+            raise UserError(  # a copy's members are kept at epoch ends (CopyMembers)
+                f"callbacks.{name}: ensemble members every so many steps or seconds cannot be kept with "
+                f"{why} (every_n_epochs can; or train these seeds as separate jobs)"
             )
         if target not in (None, *CHUNK_CALLBACKS) and not getattr(get_class(target), "fusable", False):
             raise UserError(
                 f"callbacks.{name}: {target} cannot be used with {why} (a callback that acts on the chunk "
                 "as a whole says so with a class attribute `fusable = True`)"
             )
+
+
+def _is_members(node) -> bool:
+    """A ModelCheckpoint node that keeps ensemble members (time points): no monitor, not last.ckpt."""
+    return (
+        node is not None
+        and node.get("_target_") == CHUNK_CALLBACKS[0]
+        and node.get("monitor") is None
+        and node.get("filename") != "last"
+    )
 
 
 def copy_config(cfg: DictConfig, seed: int, out_dir: Path) -> DictConfig:
@@ -152,16 +163,28 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
 
 
 def build_chunk_callbacks(cfg: DictConfig, configs: list[DictConfig], out_dirs: list[Path], loggers) -> list:
-    """The run's callbacks, the monitored ModelCheckpoint replaced by one best checkpoint per copy and the
-    divergence check by one per copy."""
+    """The run's callbacks, the monitored ModelCheckpoint replaced by one best checkpoint per copy, the
+    members' ModelCheckpoints (time points) by members per copy, the divergence check by one per copy; the
+    chunk keeps its own last.ckpt (every copy), which resumes it."""
     callbacks = build.build_callbacks(cfg, logging=bool(loggers))
-    callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor is not None)]
+    chunk_last = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.filename == "last"]
+    callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint) or c in chunk_last]
     callbacks = [CopyDivergence(c.check_every) if isinstance(c, StopOnDivergence) else c for c in callbacks]
     best = cfg.callbacks.get("model_checkpoint") or {}
     containers = [OmegaConf.to_container(c, resolve=True) for c in configs]
     folders = [Path(d) / "checkpoints" for d in out_dirs]
     monitor, mode = best.get("monitor", "val/acc"), best.get("mode", "max")
-    return [*callbacks, CopyCheckpoints(folders, containers, monitor, mode)]
+    members = [
+        CopyMembers(
+            instantiate(node),
+            node.every_n_epochs or 1,
+            [OmegaConf.select(own, f"callbacks.{name}.dirpath") for own in configs],
+            containers,
+        )
+        for name, node in cfg.callbacks.items()
+        if _is_members(node)
+    ]
+    return [*callbacks, CopyCheckpoints(folders, containers, monitor, mode), *members]
 
 
 def build_fused_datamodule(cfg: DictConfig, seeds: list[int]) -> FusedDataModule:

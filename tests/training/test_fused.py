@@ -18,10 +18,12 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from recipelab.build import build_run
-from recipelab.build_fused import build_fused_run, check_fusable
+from recipelab.build_fused import build_chunk_callbacks, build_fused_run, check_fusable, copy_config
 from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
+from recipelab.training.copy_checkpoints import CopyMembers
 from recipelab.training.fused import CopyDivergence, copy_key
+from recipelab.training.reliability import ModelCheckpoint
 from tests.training.composed import compose_train
 
 SEEDS = [1, 2, 3]
@@ -120,12 +122,12 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=swa", "callbacks.swa"),
-        ("callbacks=time_points", "callbacks.members"),
+        ("callbacks=time_points +callbacks.members.every_n_train_steps=10", "callbacks.members"),
         ("+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping", "callbacks.early"),
     ],
 )
 def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):
-    cfg = compose_train("seeds_per_process=2", override)
+    cfg = compose_train("seeds_per_process=2", *override.split())
     with pytest.raises(UserError, match=rf"^{key}[:=]? .*seeds_per_process=2"):
         check_fusable(cfg)
     check_fusable(
@@ -215,3 +217,17 @@ def test_vmap_keeps_to_what_vmap_on_cuda_accepts():
         assert kernel.is_contiguous(memory_format=layout or torch.contiguous_format)
         assert kernel.is_contiguous() == (layout is None)
         assert set(seen) == {dtype}
+
+
+def test_snapshot_members_are_kept_per_copy_at_the_cycle_ends(tmp_path: Path):
+    """experiment=snapshot_ensemble fused: its members' checkpoint becomes one per copy, every cycle, in each
+    copy's own members folder (what is saved there: tests/test_fused_runs.py, with time points)."""
+    cfg = compose_train("experiment=snapshot_ensemble", "seeds_per_process=2", "logger=csv")
+    check_fusable(cfg)
+    dirs = [tmp_path / "1", tmp_path / "2"]
+    configs = [copy_config(cfg, s, d) for s, d in zip((1, 2), dirs, strict=True)]
+    callbacks = build_chunk_callbacks(cfg, configs, dirs, loggers=[])
+    (members,) = [c for c in callbacks if isinstance(c, CopyMembers)]
+    assert members.every_n_epochs == cfg.scheduler.build.cycle_epochs
+    assert members.dirpaths == [d / "checkpoints" / "members" for d in dirs]
+    assert not [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.filename != "last"]

@@ -24,7 +24,7 @@ from recipelab.errors import Interrupted
 from recipelab.records import tracking
 from recipelab.run.job import remove_stale_files, stopped
 from recipelab.run.resume import override_key
-from recipelab.training.fused import CopyCheckpoints
+from recipelab.training.copy_checkpoints import CopyCheckpoints
 
 
 def copy_overrides(overrides: list[str], seed: int) -> list[str]:

@@ -11,20 +11,16 @@ per copy, as ``<metric>/copy<i>``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from recipelab.errors import Diverged
 from recipelab.models.seed_stack import SeedStack
 from recipelab.training.module import RecipeModule
-from recipelab.training.reliability import AtomicCheckpointIO, StopOnDivergence
+from recipelab.training.reliability import StopOnDivergence
 
 
 def copy_key(metric: str, copy_index: int) -> str:
@@ -147,60 +143,6 @@ class FusedModule(RecipeModule):
         for i in range(self.k):
             self.log(copy_key("val/loss", i), losses[i])
             self.log(copy_key("val/acc", i), correct[i])
-
-
-class CopyCheckpoints(L.Callback):
-    """What the run's two ModelCheckpoints do for a separate run, for each copy, in the copy's own folder:
-    ``best-epoch<e>.ckpt`` (the best by its own ``monitor``, top 1) and ``last.ckpt``, as single-network
-    checkpoints (``model.``-prefixed weights and the copy's config), which evaluate, ensemble and report
-    read as they read any run's. The chunk's own checkpoints (every copy, optimizer state) resume it."""
-
-    def __init__(self, dirpaths: Sequence[Path], configs: Sequence[dict], monitor: str, mode: str = "max"):
-        self.dirpaths, self.configs = [Path(d) for d in dirpaths], list(configs)
-        self.monitor, self.mode = monitor, mode
-        self.best: list[float | None] = [None] * len(self.dirpaths)
-        self.best_paths: list[str] = [""] * len(self.dirpaths)
-
-    def _better(self, value: float, best: float | None) -> bool:
-        return best is None or (value > best if self.mode == "max" else value < best)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        for i, folder in enumerate(self.dirpaths):
-            if i in pl_module.diverged:  # its last saved state stays (a separate run saves nothing after)
-                continue
-            value = trainer.callback_metrics.get(copy_key(self.monitor, i))
-            if value is not None and self._better(float(value), self.best[i]):
-                path = folder / f"best-epoch{trainer.current_epoch:03d}.ckpt"
-                self.save(trainer, pl_module, i, path)
-                if self.best_paths[i] and self.best_paths[i] != str(path):
-                    Path(self.best_paths[i]).unlink(missing_ok=True)
-                self.best[i], self.best_paths[i] = float(value), str(path)
-            self.save(trainer, pl_module, i, folder / "last.ckpt")
-
-    def save(self, trainer, pl_module: FusedModule, i: int, path: Path) -> None:
-        """Copy i's network, as its separate run's checkpoint holds it: under weight averaging (EMA) the
-        averaged weights, which Lightning keeps in the callback's ``_average_model`` (no public accessor in
-        Lightning 2.6) and which a separate run's checkpoint holds as its ``state_dict``."""
-        averaging = next((c for c in trainer.callbacks if isinstance(c, WeightAveraging)), None)
-        average = getattr(averaging, "_average_model", None)
-        stack = average.module.model if average is not None else pl_module.model
-        state = {f"model.{name}": t for name, t in stack.copy_state_dict(i).items()}
-        checkpoint = {
-            "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "pytorch-lightning_version": L.__version__,
-            "state_dict": state,
-            "hyper_parameters": {"config": self.configs[i]},
-        }
-        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "best_paths": self.best_paths}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best, self.best_paths = list(state_dict["best"]), list(state_dict["best_paths"])
 
 
 class CopyDivergence(StopOnDivergence):
