@@ -86,6 +86,11 @@ def test_race_summary_is_the_distribution_and_the_mean_curve_crossing():
         "0.94": {"epoch": 3, "seconds": 33.0},
     }
     assert result["all_within_budget"] is False  # the second seed trained 36 s
+    assert "compile_s" not in result
+    records[1]["compile_s"] = 2.5  # compiled: the budget is held to the training seconds without compiling
+    result = summarize(records, targets=(0.93, 0.94), budget_s=35)
+    assert result["train_time_less_compile_s"]["each"] == [30.0, 33.5]
+    assert result["all_within_budget"] is True
 
 
 def test_bench_race_trains_the_seeds_and_keeps_the_other_figures(tmp_path):

@@ -146,8 +146,10 @@ def test_compile_with_lbfgs_is_refused_in_one_line_before_training(tmp_path):
 @pytest.mark.slow
 def test_a_compiled_run_reports_its_compile_seconds_apart(tmp_path, one_epoch_run):
     tiny = ("model=mlp", "model.hidden=[16]", "trainer=cpu", "trainer.limit_train_batches=5")
-    run = train_cli(tmp_path, "compile=true", *tiny)
+    run = train_cli(tmp_path, "-m", "compile=true", *tiny, "seed=1,2")  # two jobs in one process
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
-    m = run.metrics()
-    assert 0 < m["compile_s"] < m["train_time_s"]  # compiling is part of training's first steps
+    jobs = [run.metrics(d) for d in run.run_dirs]
+    assert [m["seed"] for m in jobs] == [1, 2]
+    for m in jobs:  # compiling is part of training's first steps: each job's own
+        assert 0 < m["compile_s"] < m["train_time_s"]
     assert "compile_s" not in one_epoch_run.metrics()  # an eager run has none

@@ -36,8 +36,10 @@ def run_race(overrides: list[str], seeds: int, name: str, log_dir: str | None = 
 
 
 def summarize(records: list[dict], targets=TARGETS, budget_s: float | None = None) -> dict:
-    """The test accuracies' mean, std, min and max; training seconds; and, for each target, the first
-    epoch at which the mean over seeds of val/acc reaches it, with the mean training time by then."""
+    """The test accuracies' mean, std, min and max; training seconds (and, for a compiled recipe, its
+    compile seconds and the training seconds without them, which the budget is held to); and, for each
+    target, the first epoch at which the mean over seeds of val/acc reaches it, with the mean training
+    time by then."""
     accs = [r["metrics"]["test/acc"] for r in records]
     times = [r["train_time_s"] for r in records]
     epochs = min(len(r["history"]) for r in records)
@@ -68,7 +70,13 @@ def summarize(records: list[dict], targets=TARGETS, budget_s: float | None = Non
         "mean_val_acc_reaches": crossing,
         "curve": curve,
     }
+    compiling = [r.get("compile_s") for r in records]
+    if any(c is not None for c in compiling):  # a compiled recipe: its warm-up reported apart
+        times = [t - (c or 0.0) for t, c in zip(times, compiling, strict=True)]
+        result["compile_s"] = compiling
+        less = {"mean": statistics.fmean(times), "max": max(times), "each": times}
+        result["train_time_less_compile_s"] = less
     if budget_s is not None:
         result["budget_s"] = budget_s
-        result["all_within_budget"] = max(times) <= budget_s
+        result["all_within_budget"] = max(times) <= budget_s  # compile excluded
     return result

@@ -64,7 +64,8 @@ def compile_step(optimizer: torch.optim.Optimizer, mode: str = "default") -> tor
 
 def compile_seconds() -> float:
     """The seconds torch.compile has spent in this process (Dynamo's frame and backward compiles):
-    torch's own account, which ``metrics.json`` reports as ``compile_s`` beside the training time."""
+    torch's own account, of which ``metrics.json`` reports a job's own part as ``compile_s`` beside the
+    training time (in a ``-m`` sweep the process has compiled for the jobs before too)."""
     from torch._dynamo.utils import calculate_time_spent  # torch's account; no public equivalent
 
     return round(calculate_time_spent().get("total_wall_time", 0.0), 2)
