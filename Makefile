@@ -54,7 +54,7 @@ ablate-adaptive: install ## claim 2: adagrad, rmsprop, adam, adamw vs nesterov, 
 ablate-schedule: install ## claim 3: scheduler none vs plateau, step, cosine, onecycle, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_schedule $(ARGS)
 
-ablate-bn-lr: install ## claim 4: batchnorm vs none x constant lr 0.01 ... 1.0, 8 seeds (a sweep)
+ablate-bn-lr: install ## claim 4: batchnorm vs none x constant lr 0.03, 0.3, 3.0, 8 seeds (a sweep)
 	$(PY) -m recipelab.train -m experiment=ablate_bn_lr $(ARGS)
 
 ablate-sparsity: install ## claim 5: l1 vs l2 penalty (train/sparsity), 8 seeds (a sweep)

@@ -20,7 +20,7 @@ CLAIMS = {
     "ablate_adaptive": ({"optimizer": "nesterov,adagrad,rmsprop,adam,adamw", "seed": S8}, "ablate-adaptive"),
     "ablate_schedule": ({"scheduler": "none,plateau,step,cosine,onecycle", "seed": S8}, "ablate-schedule"),
     "ablate_bn_lr": (
-        {"normalization": "batchnorm,none", "optimizer.lr": "0.01,0.03,0.1,0.3,1.0", "seed": S8},
+        {"normalization": "batchnorm,none", "optimizer.lr": "0.03,0.3,3.0", "seed": S8},
         "ablate-bn-lr",
     ),
     "ablate_sparsity": ({"regularization": "l1,l2", "seed": S8}, "ablate-sparsity"),
