@@ -66,3 +66,25 @@ def test_evaluate_a_missing_checkpoint_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: checkpoint {tmp_path / 'nothing.ckpt'}: no such file"
     ]
+
+
+@pytest.mark.slow
+def test_a_swa_run_records_the_validation_of_the_average_it_tests(tmp_path):
+    """Without batch norm SWA puts the average in after the last validation, at the same step: the record's
+    val metrics are those of swa.ckpt (evaluate on the val split), not the last training weights'."""
+    plain = ("trainer.precision=32-true", "model=mlp", "normalization=none", "optimizer.lr=0.05")
+    run = train_cli(tmp_path, *plain, "callbacks=swa", "trainer.max_epochs=4")  # averaged: epochs 3, 4
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    record = run.metrics()
+    assert Path(record["best_checkpoint"]).name == "swa.ckpt"
+    assert record["metrics"]["val/loss"] != record["metrics"]["last_val/loss"]  # the two weights differ
+    proc = evaluate_cli(
+        f"ckpt_path={record['best_checkpoint']}", "split=val", "tta_flip=false", "log_wandb=false"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run.run_dir / "evaluate.json").read_text())
+    assert result["metrics"]["val/acc"] > 0.5  # trained: a network at chance ties its logits
+    for key, recorded in (("acc", "acc"), ("nll", "loss")):
+        assert result["metrics"][f"val/{key}"] == pytest.approx(
+            record["metrics"][f"val/{recorded}"], abs=1e-5
+        )

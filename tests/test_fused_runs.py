@@ -4,6 +4,7 @@ stopped by a signal and resumed against the same chunk never stopped."""
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,18 +120,21 @@ def test_a_fused_chunk_stopped_by_a_signal_resumes_exactly(tmp_path, name):
 
 
 @pytest.mark.slow
-def test_a_fused_chunk_with_ema_tests_each_copys_own_average(tmp_path):
-    """EMA on the stacked tensors is each copy's own average: each seed's best checkpoint holds its
-    averaged weights and tests as the separate run with EMA does (fp32, no dropout: the same numbers)."""
-    ema = [*SMALL, "callbacks=ema", "callbacks.ema.start_epoch=0"]
-    fused = train_cli(tmp_path / "fused", *ema, "seeds_per_process=2", "seed=1", quick=False)
+@pytest.mark.parametrize("averaging", ["callbacks=ema callbacks.ema.start_epoch=0", "callbacks=swa"])
+def test_a_fused_chunk_with_weight_averaging_tests_each_copys_own_average(averaging, tmp_path):
+    """EMA and SWA on the stacked tensors are each copy's own average: each seed's tested checkpoint holds
+    its averaged weights (SWA: its batch-norm statistics recomputed from its own batches, swa.ckpt) and
+    tests as the separate run does (fp32, no dropout: the same numbers)."""
+    averaged = [*SMALL, *averaging.split()]
+    fused = train_cli(tmp_path / "fused", *averaged, "seeds_per_process=2", "seed=1", quick=False)
     assert fused.proc.returncode == 0, fused.proc.stderr[-3000:]
     copies = _copies(tmp_path / "fused")
     for seed in (1, 2):
-        alone = train_cli(tmp_path / f"alone{seed}", *ema, f"seed={seed}", quick=False)
+        alone = train_cli(tmp_path / f"alone{seed}", *averaged, f"seed={seed}", quick=False)
         assert alone.proc.returncode == 0, alone.proc.stderr[-3000:]
         a, b = alone.metrics(), json.loads((copies[f"seed_{seed}"] / "metrics.json").read_text())
         assert b["tested_epoch"] == a["tested_epoch"]
+        assert Path(b["best_checkpoint"]).name == Path(a["best_checkpoint"]).name
         for key, value in a["metrics"].items():
             assert b["metrics"][key] == pytest.approx(value, abs=1e-5), key
         best_a = torch.load(a["best_checkpoint"], weights_only=True)["state_dict"]

@@ -121,7 +121,6 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("trainer.devices=2", "trainer.devices"),
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
-        ("callbacks=swa", "callbacks.swa"),
         ("callbacks=time_points +callbacks.members.every_n_train_steps=10", "callbacks.members"),
         ("+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping", "callbacks.early"),
     ],

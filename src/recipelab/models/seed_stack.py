@@ -113,6 +113,12 @@ class SeedStack(nn.Module):
             ]
         )
 
+    @property
+    def skeleton(self) -> nn.Module:
+        """The network the copies run through: its modules and their settings, no state of its own (on
+        the meta device; not a submodule)."""
+        return self._skeleton[0]
+
     def stacked(self, name: str) -> torch.Tensor:
         """The stacked ``[k, ...]`` tensor of the network's parameter or buffer ``name``."""
         return getattr(self, _key(name))

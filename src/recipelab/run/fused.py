@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import StochasticWeightAveraging, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.build_fused import FusedRun, build_fused_run
@@ -24,7 +24,7 @@ from recipelab.errors import Interrupted
 from recipelab.records import tracking
 from recipelab.run.job import remove_stale_files, stopped
 from recipelab.run.resume import override_key
-from recipelab.training.copy_checkpoints import CopyCheckpoints
+from recipelab.training.copy_checkpoints import CopyCheckpoints, save_copy
 
 
 def copy_overrides(overrides: list[str], seed: int) -> list[str]:
@@ -127,15 +127,22 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
         )
     finally:
         rank_zero.setLevel(level)
+    swa = any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks)
     for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
         if i in run.module.diverged:
             continue
         last = copy_metrics(metrics, "val/", i) | copy_metrics(metrics, "train/sparsity", i)
         path = best.best_paths[i]
+        if swa:  # the chunk holds each copy's average: test and keep those, as the separate run does
+            path = str(best.dirpaths[i] / "swa.ckpt")
+            save_copy(run.trainer, run.module, i, best.configs[i], Path(path))
         saved = torch.load(path, map_location="cpu", weights_only=True)
         rows = run.history.rows if run.history else []
         row = copy_row(next((r for r in reversed(rows) if r["step"] == saved["global_step"]), {}), i)
         module.model.load_state_dict({n.removeprefix("model."): t for n, t in saved["state_dict"].items()})
+        if swa:  # as job._validation_of: the averaged weights validated
+            tester.validate(module, datamodule=run.datamodule, verbose=False)
+            row = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("val/")}
         tester.test(module, datamodule=run.datamodule, verbose=False)
         tested = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("test/")}
         record.update(

@@ -63,11 +63,11 @@ def train(cfg: DictConfig) -> dict:
         # means (accuracy, loss), which a run resumed mid-epoch has only from its resume on
         last_train = _metrics(trainer, "train/sparsity")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks):
-            # SWA leaves the averaged weights in the model at the end: test and keep those
+        swa = any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks)
+        if swa:  # SWA leaves the averaged weights in the model at the end: test and keep those
             best = str(out / "checkpoints" / "swa.ckpt")
             trainer.save_checkpoint(best)
-        tested_val, record["tested_epoch"] = _validation_of(best, run, last_val)
+        tested_val, record["tested_epoch"] = _validation_of(best, run, last_val, validated=not swa)
         record["metrics"] = {**tested_val, **{f"last_{k}": v for k, v in (last_val | last_train).items()}}
         trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
         record["metrics"].update(_metrics(trainer, "test/"))
@@ -101,16 +101,18 @@ def stopped(err: Diverged | Interrupted) -> dict:
     }
 
 
-def _validation_of(checkpoint: str, run, last_val: dict) -> tuple[dict, int | None]:
+def _validation_of(checkpoint: str, run, last_val: dict, validated: bool = True) -> tuple[dict, int | None]:
     """The validation metrics and the epoch (counted from 0) of the checkpoint that is tested: its row of
-    the validation history (the same step), else a validation pass over it (SWA's averaged weights were
-    never validated). Without a checkpoint the last weights are tested: the last validation, no epoch."""
+    the validation history (the same step), else a validation pass over it. ``validated=False``: weights
+    the history's rows may not be of, though the step is (SWA's average: without batch norm it replaces
+    the weights after the last validation). Without a checkpoint the last weights are tested: the last
+    validation, no epoch."""
     if not checkpoint:
         return last_val, None
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     if not last_val:
         return last_val, saved["epoch"]
-    rows = run.history.rows if run.history is not None else []  # before testing restores another state
+    rows = run.history.rows if run.history is not None and validated else []  # before testing restores
     row = next((r for r in reversed(rows) if r["step"] == saved["global_step"]), None)
     if row is not None:
         return {k: v for k, v in row.items() if k.startswith("val/")}, saved["epoch"]
