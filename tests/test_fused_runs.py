@@ -143,6 +143,51 @@ def test_a_fused_chunk_with_weight_averaging_tests_each_copys_own_average(averag
 
 
 @pytest.mark.slow
+def test_a_fused_chunk_stops_each_copy_early_where_its_separate_run_stops(tmp_path):
+    """Early stopping per copy: seed 2 stops after epoch 4, seed 1 after 7 (patience 1 on val/acc); each
+    seed's record, history and best checkpoint are its separate run's (fp32, no dropout: the same numbers),
+    so the copy that stopped first was frozen, not only left out of the loss."""
+    stopping = [
+        *SMALL,
+        "trainer.max_epochs=8",
+        "+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping",
+        "+callbacks.early.monitor=val/acc",
+        "+callbacks.early.mode=max",
+        "+callbacks.early.patience=1",
+    ]
+    fused = train_cli(tmp_path / "fused", *stopping, "seeds_per_process=2", "seed=1", quick=False)
+    assert fused.proc.returncode == 0, fused.proc.stderr[-3000:]
+    copies = _copies(tmp_path / "fused")
+    epochs = []
+    for seed in (1, 2):
+        alone = train_cli(tmp_path / f"alone{seed}", *stopping, f"seed={seed}", quick=False)
+        assert alone.proc.returncode == 0, alone.proc.stderr[-3000:]
+        a, b = alone.metrics(), json.loads((copies[f"seed_{seed}"] / "metrics.json").read_text())
+        assert [b[k] for k in ("epochs", "steps", "tested_epoch")] == [
+            a[k] for k in ("epochs", "steps", "tested_epoch")
+        ]
+        assert [r["step"] for r in b["history"]] == [r["step"] for r in a["history"]]
+        for key, value in a["metrics"].items():
+            assert b["metrics"][key] == pytest.approx(value, abs=1e-5), key
+        for name in ("best_checkpoint", "last"):
+            path_a = (
+                a["best_checkpoint"] if name == "best_checkpoint" else alone.run_dir / "checkpoints/last.ckpt"
+            )
+            path_b = (
+                b["best_checkpoint"]
+                if name == "best_checkpoint"
+                else copies[f"seed_{seed}"] / "checkpoints/last.ckpt"
+            )
+            state_a = torch.load(path_a, weights_only=True)["state_dict"]
+            state_b = torch.load(path_b, weights_only=True)["state_dict"]
+            assert all(torch.allclose(state_b[k].float(), state_a[k].float(), atol=1e-6) for k in state_a), (
+                name
+            )
+        epochs.append(a["epochs"])
+    assert epochs == [7, 4]  # the copies stopped at different epochs
+
+
+@pytest.mark.slow
 def test_a_fused_chunk_keeps_each_copys_time_point_members(tmp_path):
     """``callbacks=time_points``: each seed's folder holds its members, named and weighted as its separate
     run's (fp32, no dropout: the same numbers), and the ensemble entry takes the seed's folder as a source."""

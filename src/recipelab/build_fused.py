@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -25,6 +26,7 @@ from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
 from recipelab.training import RecipeModule, quiet
 from recipelab.training.copy_checkpoints import CopyCheckpoints, CopyMembers
+from recipelab.training.copy_stopping import CopyEarlyStopping
 from recipelab.training.fused import CopyDivergence, FusedModule, stacked_groups
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import ModelCheckpoint, StopOnDivergence
@@ -85,6 +87,11 @@ def check_fusable(cfg: DictConfig) -> None:
     for refused, key, reason in refusals:
         if refused:
             raise UserError(f"{key}: cannot be used with {why}: {reason}")
+    targets = {n: c.get("_target_") for n, c in cfg.callbacks.items() if c is not None and c.get("_target_")}
+    stopping = [n for n, target in targets.items() if issubclass(get_class(target), EarlyStopping)]
+    swa = [n for n, target in targets.items() if issubclass(get_class(target), StochasticWeightAveraging)]
+    if stopping and swa:  # a copy stopped before SWA's last epoch would keep weights its separate run lacks
+        raise UserError(f"callbacks.{stopping[0]}: early stopping with SWA cannot be used with {why}")
     for name, node in cfg.callbacks.items():
         target = node.get("_target_") if node is not None else None
         if _is_members(node) and (node.get("every_n_train_steps") or node.get("train_time_interval")):
@@ -92,11 +99,16 @@ def check_fusable(cfg: DictConfig) -> None:
                 f"callbacks.{name}: ensemble members every so many steps or seconds cannot be kept with "
                 f"{why} (every_n_epochs can; or train these seeds as separate jobs)"
             )
-        if target not in (None, *CHUNK_CALLBACKS) and not getattr(get_class(target), "fusable", False):
+        if target not in (None, *CHUNK_CALLBACKS) and not _fusable(get_class(target)):
             raise UserError(
                 f"callbacks.{name}: {target} cannot be used with {why} (a callback that acts on the chunk "
                 "as a whole says so with a class attribute `fusable = True`)"
             )
+
+
+def _fusable(cls: type) -> bool:
+    """A callback class the chunk runs as it is (``fusable``) or per copy (early stopping)."""
+    return getattr(cls, "fusable", False) or issubclass(cls, EarlyStopping)
 
 
 def _is_members(node) -> bool:
@@ -164,12 +176,14 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
 
 def build_chunk_callbacks(cfg: DictConfig, configs: list[DictConfig], out_dirs: list[Path], loggers) -> list:
     """The run's callbacks, the monitored ModelCheckpoint replaced by one best checkpoint per copy, the
-    members' ModelCheckpoints (time points) by members per copy, the divergence check by one per copy; the
-    chunk keeps its own last.ckpt (every copy), which resumes it."""
+    members' ModelCheckpoints (time points) by members per copy, the divergence check and early stopping
+    by one per copy; the chunk keeps its own last.ckpt (every copy), which resumes it."""
     callbacks = build.build_callbacks(cfg, logging=bool(loggers))
     chunk_last = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.filename == "last"]
     callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint) or c in chunk_last]
     callbacks = [CopyDivergence(c.check_every) if isinstance(c, StopOnDivergence) else c for c in callbacks]
+    k = len(configs)
+    callbacks = [CopyEarlyStopping(c, k) if isinstance(c, EarlyStopping) else c for c in callbacks]
     best = cfg.callbacks.get("model_checkpoint") or {}
     containers = [OmegaConf.to_container(c, resolve=True) for c in configs]
     folders = [Path(d) / "checkpoints" for d in out_dirs]

@@ -122,7 +122,11 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=time_points +callbacks.members.every_n_train_steps=10", "callbacks.members"),
-        ("+callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping", "callbacks.early"),
+        (
+            "callbacks=swa +callbacks.early._target_=lightning.pytorch.callbacks.EarlyStopping",
+            "callbacks.early",
+        ),
+        ("+callbacks.own._target_=lightning.pytorch.callbacks.BatchSizeFinder", "callbacks.own"),
     ],
 )
 def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):

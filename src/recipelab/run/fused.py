@@ -95,18 +95,25 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
         for i, (record, own) in enumerate(zip(records, run.configs, strict=True)):
             if i in module.diverged:
                 record.update(status="diverged", diverged=module.diverged[i])
-            record["history"] = copy_history(rows, i, module.diverged.get(i))
-            record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+            stop = module.stopped.get(i)  # stopped early: its separate run ended there
+            record["history"] = copy_history(rows, i, module.diverged.get(i), stop)
+            record.update(
+                epochs=stop["epoch"] + 1 if stop else trainer.current_epoch,
+                steps=stop["step"] if stop else trainer.global_step,
+            )
             record["wall_time_s"] = round(time.time() - start, 2)
             write_copy(Path(record["run_dir"]), own, record)
             write_wandb_run(own, record, exit_code if record["status"] != "diverged" else 1)
     return records
 
 
-def copy_history(rows: list[dict], i: int, diverged: dict | None) -> list[dict]:
-    """Copy ``i``'s validation history: up to the step it diverged at, if it did (as its separate run's,
-    which ends there)."""
-    return [copy_row(r, i) for r in rows if diverged is None or r["step"] < diverged["step"]]
+def copy_history(rows: list[dict], i: int, diverged: dict | None, stopped: dict | None = None) -> list[dict]:
+    """Copy ``i``'s validation history: up to the step it diverged at, or the validation early stopping
+    stopped it after, if either happened (as its separate run's, which ends there)."""
+    end = min(
+        diverged["step"] - 1 if diverged else float("inf"), stopped["step"] if stopped else float("inf")
+    )
+    return [copy_row(r, i) for r in rows if r["step"] <= end]
 
 
 def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: float | None) -> None:

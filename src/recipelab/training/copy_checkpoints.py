@@ -50,8 +50,8 @@ class CopyCheckpoints(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         for i, folder in enumerate(self.dirpaths):
-            if i in pl_module.diverged:  # its last saved state stays (a separate run saves nothing after)
-                continue
+            if not pl_module.trains(i, trainer.current_epoch):  # its last saved state stays, as the
+                continue  # separate run saves nothing after it diverged or stopped
             value = trainer.callback_metrics.get(copy_key(self.monitor, i))
             if value is not None and self._better(float(value), self.best[i]):
                 path = folder / f"best-epoch{trainer.current_epoch:03d}.ckpt"
@@ -84,5 +84,5 @@ class CopyMembers(L.Callback):
         metrics = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         name = Path(self.template.format_checkpoint_name(metrics)).name
         for i, folder in enumerate(self.dirpaths):
-            if i not in pl_module.diverged:
+            if pl_module.trains(i, trainer.current_epoch):
                 save_copy(trainer, pl_module, i, self.configs[i], folder / name)

@@ -46,6 +46,7 @@ class FusedModule(RecipeModule):
         self._val_sums: torch.Tensor | None = None  # per copy: losses × batch size, correct answers, images
         self.register_buffer("alive", torch.ones(model.k, dtype=torch.bool))  # copies not diverged
         self.diverged: dict[int, dict] = {}  # copy → the step, epoch, lr and loss where it diverged
+        self.stopped: dict[int, dict] = {}  # copy → the epoch and step early stopping ended it at
         self.step_losses: torch.Tensor | None = None  # this step's loss of every copy (CopyDivergence)
 
     @property
@@ -89,11 +90,18 @@ class FusedModule(RecipeModule):
         self.alive[copy_index] = False
         self.diverged[copy_index] = {"step": step, "epoch": epoch, "lr": lr, "loss": str(loss)}
 
+    def trains(self, copy_index: int, epoch: int) -> bool:
+        """Whether copy ``copy_index``'s separate run would still be training in ``epoch``: not diverged,
+        not stopped early at an earlier epoch (its state is then saved as after its last epoch)."""
+        stop = self.stopped.get(copy_index)
+        return copy_index not in self.diverged and (stop is None or epoch <= stop["epoch"])
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["diverged_copies"] = dict(self.diverged)
+        checkpoint["diverged_copies"], checkpoint["stopped_copies"] = dict(self.diverged), dict(self.stopped)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.diverged = {int(i): d for i, d in checkpoint.get("diverged_copies", {}).items()}
+        self.stopped = {int(i): d for i, d in checkpoint.get("stopped_copies", {}).items()}
         super().on_load_checkpoint(checkpoint)
 
     def _add_to_epoch(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
