@@ -125,9 +125,9 @@ def build_module(cfg: DictConfig, batch_size: int | None = None, describe: bool 
     scheduler = instantiate(cfg.scheduler.build) if cfg.scheduler.get("build") else None
     optimizer, param_groups = instantiate(cfg.optimizer), build_param_groups(cfg, batch_size)
     # built once here so that a bad rule or option fails before any work; the module builds its own
-    described = describe_param_groups(optimizer(param_groups(model)))
+    built = optimizer(param_groups(model))
     if describe:
-        log.info(described)
+        log.info(describe_param_groups(built))
     mode = cfg.get("compile_mode", "default")
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay those of the plain model
         compiled.check(cfg.optimizer._target_, mode, cfg.trainer.get("accelerator", "auto"))

@@ -54,11 +54,16 @@ class SeedStack(nn.Module):
         if len({type(c) for c in copies}) != 1:
             raise ValueError("SeedStack: the copies must be one network class")
         params, buffers = stack_module_state(list(copies))
+        # the network's structure without its state: a list, so that it is not a submodule of this one
+        self._skeleton = [copy.deepcopy(copies[0]).to("meta")]
         if vectorize:
             # under vmap the copies keep the default layout: on CUDA batch norm asks whether its batched
             # input is channels_last-contiguous, which vmap does not implement (H200, torch 2.11: "NYI:
             # querying is_contiguous inside of vmap for memory_format other than torch.contiguous_format")
             memory_format = torch.contiguous_format
+            for module in self._skeleton[0].modules():
+                if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+                    module.register_forward_pre_hook(_input_in_stats_dtype)
         self.k, self.vectorize = len(copies), vectorize
         self.memory_format = memory_format  # each copy's batch, as a separate run lays out its own
         self.param_names, self.buffer_names = list(params), list(buffers)
@@ -67,12 +72,6 @@ class SeedStack(nn.Module):
             self.register_parameter(_key(name), nn.Parameter(self._laid_out(p.detach())))
         for name, b in buffers.items():
             self.register_buffer(_key(name), b.clone())
-        # the network's structure without its state: a list, so that it is not a submodule of this one
-        self._skeleton = [copy.deepcopy(copies[0]).to("meta")]
-        if vectorize:
-            for module in self._skeleton[0].modules():
-                if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
-                    module.register_forward_pre_hook(_input_in_stats_dtype)
 
     def _laid_out(self, stacked: torch.Tensor) -> torch.Tensor:
         """A copy of ``stacked`` in which each copy's slice has its separate network's layout: with
