@@ -185,6 +185,20 @@ def test_a_fused_chunk_stops_each_copy_early_where_its_separate_run_stops(tmp_pa
             )
         epochs.append(a["epochs"])
     assert epochs == [7, 4]  # the copies stopped at different epochs
+    # stopped by SIGTERM after seed 2 stopped (step 24), resumed: seed 2 stays frozen, bit for bit
+    sig = [
+        "+callbacks.sig._target_=tests.helpers.SignalAtStep",
+        "+callbacks.sig.step=29",
+        "+callbacks.sig.signal=SIGTERM",
+    ]
+    cut = train_cli(tmp_path / "cut", *stopping, *sig, "seeds_per_process=2", "seed=1", quick=False)
+    assert cut.proc.returncode == 128 + signal.SIGTERM, cut.proc.stderr[-3000:]
+    chunk_dir = _copies(tmp_path / "cut")["seed_1"].parent
+    resumed = train_cli(tmp_path / "cut", f"resume={chunk_dir}", "~callbacks.sig", quick=False)
+    assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    for seed, folder in _copies(tmp_path / "cut").items():
+        a, b = (json.loads((f / "metrics.json").read_text()) for f in (copies[seed], folder))
+        assert (b["epochs"], b["steps"], b["metrics"]) == (a["epochs"], a["steps"], a["metrics"]), seed
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ its own clone of the run's ``EarlyStopping`` watching its own metric (``<monitor
 clones decide by Lightning's own rule (``_evaluate_stopping_criteria``: patience, min_delta, thresholds,
 non-finite values; Lightning has no public per-value check). A copy that stops is frozen: the optimizer
 still steps the stacked tensors (momentum and weight decay would move it even with its loss masked), so
-its parameters and buffers are put back after every step; its checkpoints, members, history and record
+its parameters and buffers are put back after every step (kept in this callback's state, so a resumed
+chunk keeps them); its checkpoints, members, history and record
 end at its stop (``FusedModule.trains``). The chunk ends when no copy trains.
 """
 
@@ -33,10 +34,6 @@ class CopyEarlyStopping(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         for own in self.copies:  # where Lightning checks: train epoch end unless validation runs otherwise
             own.setup(trainer, pl_module, stage)
-
-    def on_train_start(self, trainer, pl_module: FusedModule) -> None:
-        for i in pl_module.stopped:  # a resumed chunk: its checkpoint holds them as they stopped
-            self.frozen[i] = self._tensors(pl_module, i)
 
     def on_train_epoch_end(self, trainer, pl_module: FusedModule) -> None:
         if self.copies[0]._check_on_train_epoch_end:
@@ -73,8 +70,11 @@ class CopyEarlyStopping(L.Callback):
         return {n: stack.stacked(n)[i].detach().clone() for n in [*stack.param_names, *stack.buffer_names]}
 
     def state_dict(self) -> dict:
-        return {"copies": [own.state_dict() for own in self.copies]}
+        # the frozen tensors too: a checkpoint written at a step's end before they were put back (by a
+        # callback ahead of this one, as the signal handler's) holds the stepped ones in the stack
+        return {"copies": [own.state_dict() for own in self.copies], "frozen": self.frozen}
 
     def load_state_dict(self, state_dict: dict) -> None:
         for own, state in zip(self.copies, state_dict["copies"], strict=True):
             own.load_state_dict(state)
+        self.frozen = {int(i): tensors for i, tensors in state_dict["frozen"].items()}
