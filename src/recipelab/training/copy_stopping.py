@@ -54,7 +54,7 @@ class CopyEarlyStopping(L.Callback):
             return
         logs, epoch = trainer.callback_metrics, trainer.current_epoch
         for i, own in enumerate(self.copies):
-            if not pl_module.trains(i, epoch) or not own._validate_condition_metric(logs):
+            if i in pl_module.stopped or i in pl_module.diverged or not own._validate_condition_metric(logs):
                 continue
             stop, reason = own._evaluate_stopping_criteria(logs[own.monitor].squeeze())
             if stop:
