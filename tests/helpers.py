@@ -22,6 +22,28 @@ class DivergeAtSeed(L.Callback):
                     p.fill_(math.nan)
 
 
+class NanAtStep(L.Callback):
+    """The run whose seed is ``at_seed`` gets NaN weights as optimizer step ``step`` begins; in a fused chunk
+    of consecutive seeds from ``run_seed`` (``seeds_per_process``), that seed's copy alone."""
+
+    fusable = True
+
+    def __init__(self, step: int, run_seed: int, at_seed: int):
+        self.step, self.index = step, at_seed - run_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step != self.step:
+            return
+        stack = getattr(pl_module.model, "param_names", None)  # a fused chunk's SeedStack
+        with torch.no_grad():
+            if stack is not None and 0 <= self.index < pl_module.model.k:
+                for name in stack:
+                    pl_module.model.stacked(name)[self.index].fill_(math.nan)
+            elif stack is None and self.index == 0:
+                for p in pl_module.parameters():
+                    p.fill_(math.nan)
+
+
 class FirstStepGradients(L.Callback):
     """Saves, on rank 0, the weights before and the (all-reduced) gradients of the first optimizer step."""
 

@@ -202,6 +202,25 @@ def test_a_fused_chunk_stops_each_copy_early_where_its_separate_run_stops(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_diverged_copy_is_recorded_as_its_separate_run_records_it(tmp_path):
+    nan = [
+        "+callbacks.nan._target_=tests.helpers.NanAtStep",
+        "+callbacks.nan.step=7",
+        "+callbacks.nan.at_seed=2",
+    ]
+    nan.append("+callbacks.nan.run_seed=${seed}")
+    fused = train_cli(tmp_path / "fused", *SMALL, *nan, "seeds_per_process=2", "seed=1", quick=False)
+    assert fused.proc.returncode == 0, fused.proc.stderr[-3000:]  # seed 1 completed
+    alone = train_cli(tmp_path / "alone", *SMALL, *nan, "seed=2", quick=False)
+    assert alone.proc.returncode == 3, alone.proc.stderr[-3000:]
+    a = alone.metrics()
+    b = json.loads((_copies(tmp_path / "fused")["seed_2"] / "metrics.json").read_text())
+    for key in ("status", "diverged", "epochs", "steps", "metrics"):
+        assert b[key] == a[key], key
+    assert [r["step"] for r in b["history"]] == [r["step"] for r in a["history"]]
+
+
+@pytest.mark.slow
 def test_a_fused_chunk_keeps_each_copys_time_point_members(tmp_path):
     """``callbacks=time_points``: each seed's folder holds its members, named and weighted as its separate
     run's (fp32, no dropout: the same numbers), and the ensemble entry takes the seed's folder as a source."""

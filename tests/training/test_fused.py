@@ -94,7 +94,8 @@ def fused_fit(cfg, seeds, tmp_path, *callbacks):
 def test_a_diverging_copy_leaves_the_others_as_a_chunk_without_it(tmp_path: Path):
     cfg = compose_train(*PLAIN, *SHORT, "model=mlp", "seeds_per_process=3")
     poisoned = fused_fit(cfg, SEEDS, tmp_path / "a", PoisonCopy(1, step=7), CopyDivergence(check_every=5))
-    assert poisoned.diverged == {1: {"step": 7, "epoch": 0, "lr": poisoned.diverged[1]["lr"], "loss": "nan"}}
+    lr = poisoned.diverged[1]["lr"]  # found by the check after step 9 (global step 10)
+    assert poisoned.diverged == {1: {"step": 7, "epoch": 0, "lr": lr, "loss": "nan", "found": (0, 10)}}
     assert poisoned.alive.tolist() == [True, False, True]
     without = fused_fit(cfg, [SEEDS[0], SEEDS[2]], tmp_path / "b", CopyDivergence(check_every=5))
     for i, j in ((0, 0), (2, 1)):  # the same weights, bit for bit

@@ -93,14 +93,14 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
             run.stop.restore()
         rows = list(run.history.rows) if run.history is not None else []
         for i, (record, own) in enumerate(zip(records, run.configs, strict=True)):
-            if i in module.diverged:
-                record.update(status="diverged", diverged=module.diverged[i])
-            stop = module.stopped.get(i)  # stopped early: its separate run ended there
-            record["history"] = copy_history(rows, i, module.diverged.get(i), stop)
-            record.update(
-                epochs=stop["epoch"] + 1 if stop else trainer.current_epoch,
-                steps=stop["step"] if stop else trainer.global_step,
-            )
+            diverged, stop = module.diverged.get(i), module.stopped.get(i)  # where its separate run ended
+            record["history"] = copy_history(rows, i, diverged, stop)
+            record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+            if diverged:
+                record.update(status="diverged", diverged={k: diverged[k] for k in ("step", "lr", "loss")})
+                record["epochs"], record["steps"] = diverged.get("found", (record["epochs"], record["steps"]))
+            elif stop:
+                record.update(epochs=stop["epoch"] + 1, steps=stop["step"])
             record["wall_time_s"] = round(time.time() - start, 2)
             write_copy(Path(record["run_dir"]), own, record)
             write_wandb_run(own, record, exit_code if record["status"] != "diverged" else 1)

@@ -85,10 +85,17 @@ class FusedModule(RecipeModule):
         # another's term, so the others step exactly as they would without it
         return torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
 
-    def diverge(self, copy_index: int, step: int, epoch: int, lr: float, loss: float) -> None:
-        """Copy ``copy_index``'s loss was not finite at ``step``: it is recorded diverged and masked."""
+    def diverge(self, copy_index: int, step: int, epoch: int, lr: float, loss: float, found: tuple) -> None:
+        """Copy ``copy_index``'s loss was not finite at ``step``: it is recorded diverged and masked.
+        ``found``: the epoch and optimizer step of the check that found it, where its separate run ends."""
         self.alive[copy_index] = False
-        self.diverged[copy_index] = {"step": step, "epoch": epoch, "lr": lr, "loss": str(loss)}
+        self.diverged[copy_index] = {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "loss": str(loss),
+            "found": found,
+        }
 
     def trains(self, copy_index: int, epoch: int) -> bool:
         """Whether copy ``copy_index``'s separate run would still be training in ``epoch``: not diverged,
@@ -171,7 +178,7 @@ class CopyDivergence(StopOnDivergence):
         for (step, epoch, lr), row in zip(steps, rows, strict=True):
             for i, value in enumerate(row):
                 if not math.isfinite(value) and i not in module.diverged:
-                    module.diverge(i, step, epoch, lr, value)
+                    module.diverge(i, step, epoch, lr, value, (trainer.current_epoch, trainer.global_step))
         if len(module.diverged) == module.k:
             first = min(module.diverged.values(), key=lambda d: d["step"])
             raise Diverged(first["step"], first["epoch"], first["lr"], float(first["loss"]))
