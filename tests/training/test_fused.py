@@ -85,18 +85,27 @@ class PoisonCopy(Callback):
                 pl_module.model.stacked(pl_module.model.param_names[0])[self.index].fill_(float("nan"))
 
 
-def fused_fit(cfg, seeds, tmp_path, *callbacks):
+def fused_fit(cfg, seeds, tmp_path, *callbacks, runs: list | None = None):
+    """The chunk fitted; ``runs``: gets one entry per training forward pass of a copy."""
     run = build_fused_run(cfg, seeds, [tmp_path / str(s) for s in seeds], callbacks=list(callbacks), **QUIET)
+    if runs is not None:
+        run.module.model.skeleton.register_forward_pre_hook(
+            lambda m, args: runs.append(1) if m.training else None
+        )
     run.trainer.fit(run.module, datamodule=run.datamodule)
     return run.module
 
 
 def test_a_diverging_copy_leaves_the_others_as_a_chunk_without_it(tmp_path: Path):
     cfg = compose_train(*PLAIN, *SHORT, "model=mlp", "seeds_per_process=3")
-    poisoned = fused_fit(cfg, SEEDS, tmp_path / "a", PoisonCopy(1, step=7), CopyDivergence(check_every=5))
+    runs = []
+    poisoned = fused_fit(
+        cfg, SEEDS, tmp_path / "a", PoisonCopy(1, step=7), CopyDivergence(check_every=5), runs=runs
+    )
     lr = poisoned.diverged[1]["lr"]  # found by the check after step 9 (global step 10)
     assert poisoned.diverged == {1: {"step": 7, "epoch": 0, "lr": lr, "loss": "nan", "found": (0, 10)}}
     assert poisoned.alive.tolist() == [True, False, True]
+    assert len(runs) == 10 * 3 + (30 - 10) * 2  # 30 steps: from the check on, the diverged copy is not run
     without = fused_fit(cfg, [SEEDS[0], SEEDS[2]], tmp_path / "b", CopyDivergence(check_every=5))
     for i, j in ((0, 0), (2, 1)):  # the same weights, bit for bit
         a, b = poisoned.model.copy_state_dict(i), without.model.copy_state_dict(j)

@@ -94,8 +94,10 @@ class SeedStack(nn.Module):
     def _one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self._skeleton[0], (params, buffers), (x,))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: one batch per copy, ``[k, N, ...]`` → ``[k, N, ...]`` outputs."""
+    def forward(self, x: torch.Tensor, idle: frozenset[int] = frozenset()) -> torch.Tensor:
+        """``x``: one batch per copy, ``[k, N, ...]`` → ``[k, N, ...]`` outputs. ``idle``: copies whose output
+        is not used (diverged, stopped): in the loop they are not run and give zeros (under vmap every
+        copy runs)."""
         if x.shape[0] != self.k:
             raise ValueError(f"SeedStack: {x.shape[0]} batches for {self.k} copies")
         skeleton = self._skeleton[0]
@@ -105,12 +107,10 @@ class SeedStack(nn.Module):
             skeleton.train(self.training)
         if self.vectorize:
             return vmap(self._one, randomness="different")(*self._state(), x.contiguous())
-        return torch.stack(
-            [
-                self._one(*self._state(i), x[i].contiguous(memory_format=self.memory_format))
-                for i in range(self.k)
-            ]
-        )
+        run = [i for i in range(self.k) if i not in idle] or [0]
+        out = {i: self._one(*self._state(i), x[i].contiguous(memory_format=self.memory_format)) for i in run}
+        nothing = torch.zeros_like(out[run[0]])
+        return torch.stack([out.get(i, nothing) for i in range(self.k)])
 
     @property
     def skeleton(self) -> nn.Module:

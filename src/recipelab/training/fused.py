@@ -67,7 +67,8 @@ class FusedModule(RecipeModule):
     def training_step(self, batch, batch_idx):
         x, y = batch  # [k, N, C, H, W], [k, N]: each copy's own batch
         smoothing = self.regularizer.label_smoothing if self.regularizer is not None else 0.0
-        logits = self.model(x)
+        # diverged and stopped copies are not run: their loss is masked or their tensors put back
+        logits = self.model(x, idle=frozenset(self.diverged) | frozenset(self.stopped))
         losses = self.copy_losses(logits, y, smoothing)
         if not self._counted:
             self._add_to_epoch(losses.detach(), logits.detach(), y)
