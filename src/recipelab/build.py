@@ -24,7 +24,14 @@ from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
-from recipelab.training import RecipeModule, Regularizer, compiled, param_groups_weight_decay, quiet
+from recipelab.training import (
+    RecipeModule,
+    Regularizer,
+    compiled,
+    lean_step,
+    param_groups_weight_decay,
+    quiet,
+)
 from recipelab.training.optim import describe_param_groups, scaled_lr
 from recipelab.training.profiler import QuietProfiler
 from recipelab.training.reliability import GracefulStop, ValidationHistory
@@ -192,9 +199,10 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
+def build_run(cfg: DictConfig, lean: bool = True, **trainer_overrides) -> Run:
     """Seed, then data, module, loggers, callbacks and trainer of one run. ``trainer_overrides`` replace
-    Trainer arguments (the lr finder runs without loggers or checkpoints)."""
+    Trainer arguments (the lr finder runs without loggers or checkpoints, and ``lean=False``: on
+    Lightning's automatic loop, which steps its schedule)."""
     quiet.silence()
     quiet.warn_slow_bf16(cfg.trainer)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -205,7 +213,8 @@ def build_run(cfg: DictConfig, **trainer_overrides) -> Run:
     profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
     # the model summary, if any, is among the callbacks (build_callbacks): Lightning must not add its own
     own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
-    trainer = instantiate(cfg.trainer, **{**own, **trainer_overrides})
+    step = lean_step.make_lean(module, cfg) if lean else {}
+    trainer = instantiate(cfg.trainer, **{**own, **step, **trainer_overrides})
     datamodule.batch_size = per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)
 

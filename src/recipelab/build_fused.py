@@ -24,7 +24,7 @@ from recipelab.data import build_augmentation
 from recipelab.data.fused import FusedDataModule
 from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
-from recipelab.training import RecipeModule, quiet
+from recipelab.training import RecipeModule, lean_step, quiet
 from recipelab.training.copy_checkpoints import CopyCheckpoints, CopyMembers
 from recipelab.training.copy_stopping import CopyEarlyStopping
 from recipelab.training.fused import CopyDivergence, FusedModule, stacked_groups
@@ -170,7 +170,7 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
     )
     profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
     own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
-    trainer = instantiate(cfg.trainer, **{**own, **trainer_overrides})
+    trainer = instantiate(cfg.trainer, **{**own, **lean_step.make_lean(module, cfg), **trainer_overrides})
     return FusedRun(datamodule, module, trainer, callbacks, copies, configs)
 
 

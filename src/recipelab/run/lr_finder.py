@@ -20,7 +20,7 @@ def find_lr(cfg: DictConfig) -> dict:
     """Runs the range test; saves lr_find.png (loss vs lr) and lr_find.json in the run folder."""
     out = Path(cfg.paths.output_dir)
     print_config(cfg)
-    run = build_run(cfg, logger=False, enable_checkpointing=False, callbacks=[])
+    run = build_run(cfg, lean=False, logger=False, enable_checkpointing=False, callbacks=[])
     finder = Tuner(run.trainer).lr_find(
         run.module, datamodule=run.datamodule, update_attr=False, **cfg.lr_find
     )

@@ -64,7 +64,7 @@ class FusedModule(RecipeModule):
         )
         return losses.view(y.shape).mean(1)
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch, batch_idx):
         x, y = batch  # [k, N, C, H, W], [k, N]: each copy's own batch
         smoothing = self.regularizer.label_smoothing if self.regularizer is not None else 0.0
         # diverged and stopped copies are not run: their loss is masked or their tensors put back
@@ -121,7 +121,7 @@ class FusedModule(RecipeModule):
         self._train_counts[0] += 1
         self._train_counts[1] += y.shape[1]
 
-    def on_train_epoch_end(self):
+    def log_train_epoch(self) -> None:
         if self._train_sums is not None:
             loss_sum, correct = self._train_sums
             batches, samples = self._train_counts

@@ -8,48 +8,22 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from recipelab.models.whiten import Whitening
 from recipelab.training import compiled
+from recipelab.training.lean_step import LeanStep
 from recipelab.training.penalties import Regularizer
+from recipelab.training.predict import nll, predict_proba
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 log = logging.getLogger(__name__)
 
 
-def views(x: torch.Tensor, flip: bool = False, shift: int = 0) -> list[torch.Tensor]:
-    """The test-time views of a batch: the images, their mirrors (``flip``), and each of those translated
-    by ``shift`` pixels up, down, left and right (edges repeat the border pixels)."""
-    base = [x, x.flip(-1)] if flip else [x]
-    if not shift:
-        return base
-    s, h, w = shift, x.shape[-2], x.shape[-1]
-    out = list(base)
-    for v in base:
-        padded = F.pad(v, (s, s, s, s), mode="replicate")
-        for dy, dx in ((0, s), (0, -s), (s, 0), (-s, 0)):  # the view moved by (dy, dx)
-            out.append(padded[..., s - dy : s - dy + h, s - dx : s - dx + w])
-    return out
-
-
-def predict_proba(model: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False, tta_shift: int = 0):
-    """Class probabilities: the mean of the views' softmax outputs (one view without test-time
-    augmentation; with ``tta_flip`` the image and its mirror; ``tta_shift`` adds their translations)."""
-    batches = views(x, tta_flip, tta_shift)
-    return sum(model(v).float().softmax(-1) for v in batches) / len(batches)
-
-
-def nll(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of the labels under class probabilities (clamped away from log 0)."""
-    return F.nll_loss(probs.clamp_min(1e-12).log(), labels)
-
-
-class RecipeModule(L.LightningModule):
+class RecipeModule(LeanStep):
     """Classification with a configurable recipe.
 
     optimizer: partial taking params (a list of param-group dicts from ``param_groups``).
@@ -142,6 +116,7 @@ class RecipeModule(L.LightningModule):
         """Extending a run (a larger trainer.max_epochs than the checkpoint's): a schedule whose shape
         depends on the run's length (one-cycle, cosine, ...) is rebuilt for the new length and replayed to
         the checkpoint's step, instead of restored (a restored one-cycle would fail past its old end)."""
+        super().on_load_checkpoint(checkpoint)
         saved = (checkpoint.get("hyper_parameters") or {}).get("config", {}).get("trainer", {})
         before, now = saved.get("max_epochs"), self.hparams["config"].get("trainer", {}).get("max_epochs")
         if (
@@ -163,7 +138,7 @@ class RecipeModule(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._counted = False
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch, batch_idx):
         smoothing = self.regularizer.label_smoothing if self.regularizer is not None else 0.0
         loss, logits, y = self.model_step(batch, smoothing)
         # A `self.log` call costs ~0.7 ms on 2 CPU cores (1% of a step), so every step only adds to
@@ -195,6 +170,10 @@ class RecipeModule(L.LightningModule):
         self._train_counts[1] += len(y)
 
     def on_train_epoch_end(self):
+        self.log_train_epoch()
+        super().on_train_epoch_end()  # the lean step's plateau schedule, after validation
+
+    def log_train_epoch(self) -> None:
         if self._train_sums is not None:  # the mean batch loss and the accuracy over every rank's batches
             loss_sum, correct = self._train_sums
             sums = torch.stack([loss_sum, correct.float(), *loss_sum.new_tensor(self._train_counts)])
@@ -238,6 +217,8 @@ class RecipeModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         options = {"interval": "step", "frequency": 1, "name": "lr", **self.scheduler_options}
+        if not self.automatic_optimization:  # the lean step reads its monitor itself (Lightning drops it)
+            options.pop("monitor", None)
         steps_per_epoch = self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1)
         ticks_per_epoch = max(steps_per_epoch if options["interval"] == "step" else 1, 1)
         ticks_per_epoch //= options["frequency"]
