@@ -144,12 +144,13 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
             path = str(best.dirpaths[i] / "swa.ckpt")
             save_copy(run.trainer, run.module, i, best.configs[i], Path(path))
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        rows = run.history.rows if run.history else []
-        row = copy_row(next((r for r in reversed(rows) if r["step"] == saved["global_step"]), {}), i)
         module.model.load_state_dict({n.removeprefix("model."): t for n, t in saved["state_dict"].items()})
         if swa:  # as job._validation_of: the averaged weights validated
             tester.validate(module, datamodule=run.datamodule, verbose=False)
             row = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("val/")}
+        else:  # the validation of the tested checkpoint's step
+            rows = run.history.rows if run.history else []
+            row = copy_row(next((r for r in reversed(rows) if r["step"] == saved["global_step"]), {}), i)
         tester.test(module, datamodule=run.datamodule, verbose=False)
         tested = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("test/")}
         record.update(
