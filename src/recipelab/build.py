@@ -33,7 +33,7 @@ from recipelab.training import (
     quiet,
 )
 from recipelab.training.optim import describe_param_groups, scaled_lr
-from recipelab.training.profiler import QuietProfiler
+from recipelab.training.profiler import QuietProfiler, skip_default_hooks
 from recipelab.training.reliability import GracefulStop, ValidationHistory
 
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
@@ -215,6 +215,7 @@ def build_run(cfg: DictConfig, lean: bool = True, **trainer_overrides) -> Run:
     own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
     step = lean_step.make_lean(module, cfg) if lean else {}
     trainer = instantiate(cfg.trainer, **{**own, **step, **trainer_overrides})
+    skip_default_hooks(trainer.callbacks)  # also those the Trainer added (its progress bar)
     datamodule.batch_size = per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)
 

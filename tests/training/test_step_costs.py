@@ -59,3 +59,39 @@ def test_the_checkpoints_state_key_is_lightnings_so_old_checkpoints_resume():
             settings = {k: v for k, v in node.items() if k not in ("_target_", "dirpath")}
             assert isinstance(ours, ModelCheckpoint), name
             assert ours.state_key == Lightnings(dirpath="unused", **settings).state_key, name
+
+
+def test_lightning_calls_no_inherited_no_op_hook_of_a_runs_callbacks(tmp_path, monkeypatch):
+    """Each per-step hook a callback inherits from Lightning's ``Callback`` is counted when called: none
+    is, while a hook the callback defines is kept; undone, the inherited ones are called."""
+    from lightning.pytorch import Callback
+
+    from recipelab.training.profiler import STEP_HOOKS
+
+    calls = []
+    for hook in STEP_HOOKS:
+        monkeypatch.setattr(Callback, hook, lambda self, *a, _hook=hook, **k: calls.append((self, _hook)))
+    overrides = [
+        "logger=csv",
+        "trainer=quiet",
+        "trainer.max_epochs=1",
+        "data.train_size=200",
+        "data.val_size=100",
+    ]
+    overrides += [
+        "data.batch_size=50",
+        "model=mlp",
+        "trainer.limit_test_batches=1",
+        f"paths.output_dir={tmp_path}",
+    ]
+    run = build_run(compose_train(*overrides))
+    divergence = next(c for c in run.callbacks if type(c).__name__ == "StopOnDivergence")
+    assert divergence.on_before_backward is not None and divergence.on_after_backward is None
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert calls == []
+    undone = build_run(compose_train(*overrides, f"paths.output_dir={tmp_path / 'undone'}"))
+    for callback in undone.trainer.callbacks:
+        for hook in STEP_HOOKS:
+            vars(callback).pop(hook, None)
+    undone.trainer.fit(undone.module, datamodule=undone.datamodule)
+    assert len(calls) >= 4 * len(undone.trainer.callbacks)  # 4 steps; each callback inherits at least one
