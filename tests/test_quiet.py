@@ -48,6 +48,7 @@ def test_the_quick_run_prints_no_warning_that_does_not_apply(tmp_path, monkeypat
         "trainer.max_epochs=1",
         "data.val_size=500",
         "trainer.limit_test_batches=2",
+        "callbacks.step_checkpoint.every_n_train_steps=1",  # the step checkpoint saves under the lean step
         quick=False,  # the default trainer: progress bar and model summary
     )
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]

@@ -10,6 +10,10 @@ not apply; a warning that applies to the run stays, and one is added (``warn_slo
   (Lightning issue 21326): Lightning's code, not the user's, and it works as it is.
 - The model summary (``ModelSummary``): its FLOPs column and total when nothing was counted, and
   "Precision bf16-mixed is not supported by the model summary" under a mixed precision.
+- ``ModelCheckpoint``'s warning under manual optimization (the lean step) that a step checkpoint holds the
+  weights after the optimizer step: that is the state the automatic loop saves too, and the one a resume
+  continues from; its advice (keep a copy of the weights before each step) applies to a module with
+  ``saved_models``, which RecipeModule has no use for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lightning.pytorch.utilities.model_summary.model_summary import _format_summ
 SRUN_HINT = r"The `srun` command is available on your system but is not used"
 TIPS = ("💡 Tip: For seamless cloud logging", "💡 Tip: For seamless cloud uploads")
 LEAF_SPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+AFTER_STEP = r"Using ModelCheckpoint with manual optimization and every_n_train_steps"
 MIXED_PRECISION = r"Precision \S+-mixed is not supported by the model summary"
 
 
@@ -46,6 +51,7 @@ def silence() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NO_TIPS)
     module = r"lightning\.pytorch\.utilities\._pytree"
     warnings.filterwarnings("ignore", message=LEAF_SPEC, category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=AFTER_STEP, category=UserWarning)
 
 
 log = logging.getLogger(__name__)
