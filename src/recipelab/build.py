@@ -210,14 +210,21 @@ def build_run(cfg: DictConfig, lean: bool = True, **trainer_overrides) -> Run:
     module = build_module(cfg, datamodule.batch_size)
     loggers = build_loggers(cfg) if "logger" not in trainer_overrides else []
     callbacks = build_callbacks(cfg, logging=bool(loggers)) if "callbacks" not in trainer_overrides else []
-    profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
-    # the model summary, if any, is among the callbacks (build_callbacks): Lightning must not add its own
-    own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
-    step = lean_step.make_lean(module, cfg) if lean else {}
-    trainer = instantiate(cfg.trainer, **{**own, **step, **trainer_overrides})
-    skip_default_hooks(trainer.callbacks)  # also those the Trainer added (its progress bar)
+    trainer = build_trainer(cfg, module, callbacks, loggers, lean, **trainer_overrides)
     datamodule.batch_size = per_process_batch(datamodule.batch_size, trainer.world_size)
     return Run(datamodule, module, trainer, callbacks)
+
+
+def build_trainer(cfg: DictConfig, module, callbacks: list, loggers: list, lean: bool = True, /, **overrides):
+    """The Trainer of ``cfg.trainer`` with the run's callbacks and loggers, on the lean step (``lean``) or
+    Lightning's automatic loop; ``overrides`` replace any of its arguments, those two too (the lr finder's).
+    The model summary, if any, is among the callbacks (build_callbacks): Lightning must not add its own."""
+    profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
+    own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
+    step = lean_step.make_lean(module, cfg) if lean else {}
+    trainer = instantiate(cfg.trainer, **{**own, **step, **overrides})
+    skip_default_hooks(trainer.callbacks)  # also those the Trainer added (its progress bar)
+    return trainer
 
 
 def check_parts(cfg: DictConfig) -> None:

@@ -24,11 +24,10 @@ from recipelab.data import build_augmentation
 from recipelab.data.fused import FusedDataModule
 from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
-from recipelab.training import RecipeModule, lean_step, quiet
+from recipelab.training import RecipeModule, quiet
 from recipelab.training.copy_checkpoints import CopyCheckpoints, CopyMembers
 from recipelab.training.copy_stopping import CopyEarlyStopping
 from recipelab.training.fused import CopyDivergence, FusedModule, stacked_groups
-from recipelab.training.profiler import QuietProfiler, skip_default_hooks
 from recipelab.training.reliability import ModelCheckpoint, StopOnDivergence
 
 # callbacks that act on the chunk as a whole and mean the same for each copy; any other is refused unless
@@ -168,10 +167,7 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
     callbacks = (
         [] if "callbacks" in trainer_overrides else build_chunk_callbacks(cfg, configs, out_dirs, loggers)
     )
-    profiler = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
-    own = {"callbacks": callbacks, "logger": loggers or False, "enable_model_summary": False, **profiler}
-    trainer = instantiate(cfg.trainer, **{**own, **lean_step.make_lean(module, cfg), **trainer_overrides})
-    skip_default_hooks(trainer.callbacks)
+    trainer = build.build_trainer(cfg, module, callbacks, loggers, **trainer_overrides)
     return FusedRun(datamodule, module, trainer, callbacks, copies, configs)
 
 
