@@ -23,7 +23,6 @@ from recipelab.errors import Diverged, Interrupted, UserError
 from recipelab.records import tracking
 from recipelab.records.folder import LAST, read_record
 from recipelab.run import distributed
-from recipelab.run.fused import copy_overrides, train_fused
 from recipelab.run.resume import override_key
 from recipelab.run.sweep import FINISHED, previous_overrides, refuse
 
@@ -59,6 +58,11 @@ def is_chunk(cfg: DictConfig) -> bool:
 
 def run(cfg: DictConfig) -> list[dict]:
     """Train this process's seeds fused; returns every seed's record (also those skipped or refused)."""
+    from recipelab.run.fused import (
+        copy_overrides,
+        train_fused,
+    )  # the fused parts load only when used (~0.1 s)
+
     if cfg.get("chunk_seeds") is None:  # one run: its seeds in <run>/seed_<s>/
         out, k = Path(cfg.paths.output_dir), cfg.seeds_per_process
         return train_fused(cfg, [(s, out / f"seed_{s}") for s in range(cfg.seed, cfg.seed + k)])
