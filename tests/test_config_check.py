@@ -26,6 +26,7 @@ BAD = [
     (["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay=-0.0001"),  # negative penalties
     (["+regularization.l2=-1.0"], "regularization.l2=-1.0"),  # a penalty added later is covered by its group
     (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    (["callbacks.progress_bar.every_n_batches=0"], "callbacks.progress_bar.every_n_batches=0"),
     (["normalization.eps=0"], "normalization.eps=0"),
     (["augmentation.ops=[{op: rotate}]"], "'rotate'"),  # unknown augmentation op, with the known ones
     (["data.root=/no/such/folder"], "data.root=/no/such/folder"),

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import RichProgressBar
 
 from recipelab.training import quiet
 from tests.conftest import train_cli
@@ -73,3 +74,22 @@ def test_the_srun_hint_stays_inside_a_slurm_allocation(tmp_path, monkeypatch):
             SLURMEnvironment._validate_srun_used()
         hints[job_id] = [w for w in caught if "prepend your python command with `srun`" in str(w.message)]
     assert not hints[None] and len(hints["42"]) == 1
+
+
+def test_the_progress_bar_is_brought_up_to_date_every_n_batches_and_at_the_epochs_end(monkeypatch):
+    updated = []
+    monkeypatch.setattr(
+        RichProgressBar, "on_train_batch_end", lambda self, t, m, o, b, i: updated.append(i + 1)
+    )
+    bar = quiet.ProgressBar(every_n_batches=3)
+
+    class Trainer:
+        num_training_batches = 7
+
+    for i in range(7):
+        bar.val_progress_bar_id = (
+            "val"  # a bar of the validation before: a skipped batch forgets it, as Lightning's
+        )
+        bar.on_train_batch_end(Trainer(), None, None, None, i)
+        assert bar.val_progress_bar_id is None or updated[-1:] == [i + 1]
+    assert updated == [n for n in range(1, 8) if n % 3 == 0 or n == 7]

@@ -59,6 +59,7 @@ RULES = {
     "scheduler.build.pct_start": _rule(lambda v: 0 < v < 1, "in (0, 1)"),
     "scheduler.frequency": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "callbacks.*.every_n_train_steps": _rule(lambda v: v >= 0, "null or an integer >= 0"),
+    "callbacks.progress_bar.every_n_batches": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "tta_shift": _rule(lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
 }
 SPECIAL_VALUES = {"data.batch_size": ("full",)}  # values a key takes besides those of its default's type

@@ -10,6 +10,8 @@ not apply; a warning that applies to the run stays, and one is added (``warn_slo
   (Lightning issue 21326): Lightning's code, not the user's, and it works as it is.
 - The model summary (``ModelSummary``): its FLOPs column and total when nothing was counted, and
   "Precision bf16-mixed is not supported by the model summary" under a mixed precision.
+- The progress bar (``ProgressBar``): Lightning's rich bar, brought up to date every ``every_n_batches``
+  training batches instead of after each one.
 - ``ModelCheckpoint``'s warning under manual optimization (the lean step) that a step checkpoint holds the
   weights after the optimizer step: that is the state the automatic loop saves too, and the one a resume
   continues from; its advice (keep a copy of the weights before each step) applies to a module with
@@ -25,7 +27,7 @@ import warnings
 
 import torch
 from lightning.fabric.utilities.warnings import PossibleUserWarning
-from lightning.pytorch.callbacks import RichModelSummary
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 SRUN_HINT = r"The `srun` command is available on your system but is not used"
@@ -96,3 +98,26 @@ class ModelSummary(RichModelSummary):
         columns = [column for column in summary_data if column[0] != "FLOPs"]
         table = _format_summary_table(total_parameters, trainable_parameters, model_size, modes, 0, *columns)
         print("\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, brought up to date every ``every_n_batches`` training batches and at
+    an epoch's last one. Lightning's reads every progress-bar metric again and redraws after each batch
+    (its ``refresh_rate``, draws a second, paces only the terminal): with the tiny network, 1,060 Python
+    calls a step with the bar brought up to date every batch, 993 every 10. Validation and test bars are
+    Lightning's."""
+
+    fusable = True  # one bar for a fused chunk, as for one run
+
+    def __init__(self, every_n_batches: int = 10, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.every_n_batches = every_n_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = batch_idx + 1
+        if done % self.every_n_batches and done != trainer.num_training_batches:
+            self.val_progress_bar_id = self.test_progress_bar_id = self.predict_progress_bar_id = (
+                None  # as super
+            )
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
