@@ -76,7 +76,8 @@ def main(argv=None) -> dict:
         rounds = overhead_rounds(args, args.overrides, Path(tmp), "recipe")
         tiny = overhead_rounds(args, [*args.overrides, *TINY], Path(tmp), "tiny")
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-        base = import_seconds("import torch, lightning")
+        # the import's own time moves by ±0.3 s between processes here: its median over as many processes
+        base = statistics.median(import_seconds("import torch, lightning") for _ in range(args.rounds))
         result = {
             "machine": {"cpus": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "recipe": args.overrides,

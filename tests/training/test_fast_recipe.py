@@ -59,7 +59,7 @@ def test_preflight_checks_the_jobs_hydra_runs_when_the_command_line_replaces_a_s
     from recipelab.run import validate
 
     checked = []
-    monkeypatch.setattr(validate, "check", lambda cfg, job, name: checked.append(sorted(job)))
+    monkeypatch.setattr(validate, "check", lambda cfg, defaults, job: checked.append(sorted(job)))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         validate.check_sweep(["experiment=fashion_fast_ablation", "without=none,stages", "seed=4"])
     assert checked == [
@@ -69,11 +69,12 @@ def test_preflight_checks_the_jobs_hydra_runs_when_the_command_line_replaces_a_s
 
 def test_preflight_refuses_a_negative_tta_shift():
     from recipelab.run import validate
+    from recipelab.run.compose import compose_job
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = validate._compose(["tta_shift=-1"])
+        cfg, defaults = compose_job(["tta_shift=-1"])
         with pytest.raises(UserError, match=r"^tta_shift=-1: must be an integer >= 0"):
-            validate.check(cfg, ["tta_shift=-1"])
+            validate.check(cfg, defaults, ["tta_shift=-1"])
 
 
 @pytest.mark.parametrize(("arm", "tested_epoch"), [("none", 1), ("final_weights", 0)])

@@ -15,16 +15,15 @@ import itertools
 import math
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 
 from recipelab.errors import UserError
 from recipelab.run import resume
 from recipelab.run.argv import config_dirs, split_argv
+from recipelab.run.compose import compose_job
 from recipelab.run.resume import override_key
 
 MAX_SWEEP_JOBS = 1000  # compose at most this many jobs of a sweep (each takes a few ms)
@@ -77,48 +76,27 @@ def preflight(argv: list[str], conf_dir: str, config_name: str = "train") -> lis
         if "-m" in flags or "--multirun" in flags:
             check_sweep(composing, config_name)
         else:
-            cfg = _compose(composing, config_name)
+            cfg, defaults = compose_job(composing, config_name)
             expanded = resume.expand_last(cfg, composing)
-            check(cfg if expanded == composing else _compose(expanded, config_name), expanded, config_name)
+            if expanded != composing:
+                cfg, defaults = compose_job(expanded, config_name)
+            check(cfg, defaults, expanded)
             overrides = expanded[len(composing) - len(overrides) :]
     return [argv[0], *flags, *overrides]
-
-
-def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """The composed config with Hydra's node, its run folder a placeholder so that every value resolves."""
-    try:
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    except MissingConfigException as err:
-        missing = str(err.missing_cfg_file or "").replace("/", "=", 1) if err.options is not None else ""
-        if missing:
-            raise UserError(f"{missing}: no such option; choose from {sorted(err.options)}") from None
-        raise UserError(" ".join(str(err).split("\nConfig search path")[0].split())) from None
-    except ConfigCompositionException as err:
-        first = str(err).splitlines()[0]
-        if first.startswith("Could not override"):
-            key = first.split("'")[1]
-            value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "")
-            raise UserError(f"{key}={value}: no such key (to add a new key write +{key}={value})") from None
-        raise UserError(" ".join(str(err).split())) from None
-    except Exception as err:  # Hydra's override grammar and OmegaConf's merge errors
-        raise UserError(" ".join(str(err).split())) from None
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "<the run folder>"
-    HydraConfig.instance().set_config(cfg)  # `${hydra:...}` interpolations resolve as in the job
-    return cfg
 
 
 def check_sweep(overrides: list[str], config_name: str = "train") -> None:
     """Every job of the sweep: its composition (keys, options) and its values. As in Hydra's basic
     sweeper, a key given on the command line replaces the config's sweep list for it."""
     base = [o for o in overrides if not _is_sweep(o)]
-    cfg = _compose(base, config_name)
+    composed: dict = {}  # the jobs' defaults, by their group overrides
+    cfg, defaults = compose_job(base, config_name, composed)
     given = {override_key(o) for o in overrides if "=" in o}
     params = {k: v for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given}
     swept = [f"{k}={v}" for k, v in params.items()] + [o for o in overrides if _is_sweep(o)]
     _check_sweep_keys(cfg, swept)
     if not cfg.hydra.sweeper._target_.endswith("BasicSweeper"):
-        check(cfg, base, config_name)  # other sweepers choose values as they go: the base must hold
+        check(cfg, defaults, base)  # other sweepers choose values as they go: the base must hold
         return
     try:
         parsed = OverridesParser.create().parse_overrides(swept)
@@ -132,7 +110,7 @@ def check_sweep(overrides: list[str], config_name: str = "train") -> None:
     ]
     jobs = itertools.product(*choices)
     for job in itertools.islice(jobs, MAX_SWEEP_JOBS):
-        check(_compose([*base, *job], config_name), [*base, *job], config_name)
+        check(*compose_job([*base, *job], config_name, composed), [*base, *job])
     if next(jobs, None) is not None:
         print(
             f"preflight: checked the first {MAX_SWEEP_JOBS} jobs of the sweep; "
@@ -156,13 +134,14 @@ def _check_sweep_keys(cfg: DictConfig, swept: list[str]) -> None:
             raise UserError(f"sweep {override}: no such key in the config ({key})")
 
 
-def check(cfg: DictConfig, overrides: list[str], config_name: str = "train") -> None:
-    """Raise UserError for the first bad value of a composed config (with its hydra node)."""
+def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
+    """Raise UserError for the first bad value of a composed config (with its hydra node); ``defaults``:
+    the config before the value overrides (``compose_job``)."""
     from recipelab.build import check_parts  # the composition root: torch and the parts load only here
 
     if cfg.hydra.sweeper.get("params"):
         _check_sweep_keys(cfg, [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
-    _check_types(cfg, overrides, config_name)
+    _check_types(cfg, defaults, overrides)
     for key, value in _leaves(cfg):
         for pattern, rule in RULES.items():
             if fnmatch.fnmatchcase(key, pattern) and (allowed := rule(value)):
@@ -183,17 +162,11 @@ def _check_importable(key: str, target) -> None:
         raise UserError(f"{key}={target}: cannot be imported ({' '.join(str(err).split())[:200]})") from None
 
 
-def _check_types(cfg: DictConfig, overrides: list[str], config_name: str) -> None:
+def _check_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
     """A value set on the command line must have the type of the chosen option's default."""
     groups = set(cfg.hydra.runtime.choices)
     keys = {override_key(o) for o in overrides if "=" in o}
     values = [k for k in keys if k not in groups and not k.startswith("hydra.")]
-    if not values:
-        return
-    defaults = _compose(
-        [o for o in overrides if override_key(o) in groups or o.startswith("hydra.")], config_name
-    )
-    HydraConfig.instance().set_config(cfg)
     for key in sorted(values):
         default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
@@ -205,17 +178,12 @@ def _check_types(cfg: DictConfig, overrides: list[str], config_name: str) -> Non
         raise UserError(f"{key}={_show(value)}: must be {expected} (the default is {_show(default)})")
 
 
-TYPE_NAMES = (
-    (bool, "true or false"),
-    (int, "an integer"),
-    (float, "a number"),
-    (ListConfig | list, "a list"),
-)
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", ListConfig | list: "a list"}
 
 
 def _type_name(v) -> str:
     mapping = "a mapping" if isinstance(v, DictConfig | dict) else "a string"
-    return next((name for kind, name in TYPE_NAMES if isinstance(v, kind)), mapping)
+    return next((name for kind, name in TYPE_NAMES.items() if isinstance(v, kind)), mapping)
 
 
 def _show(v) -> str:
