@@ -56,6 +56,8 @@ def test_bench_writes_every_measure_and_keeps_the_races(tmp_path):
         assert result["overhead_floor_ms"][key] == pytest.approx(sorted(extra)[len(extra) // 2])
     assert "model.hidden=[16]" in result["overhead_floor_ms"]["tiny_network"]
     startup = result["startup"]
+    launches = [r["startup_s"] for r in [*result["rounds"], *result["rounds_tiny"]]]
+    assert len(launches) == 2 and startup["to_first_step_s"] == pytest.approx(sum(launches) / 2)
     assert 0 < startup["torch_lightning_import_s"] < startup["to_first_step_s"]
     assert startup["beyond_torch_lightning_s"] == pytest.approx(
         startup["to_first_step_s"] - startup["torch_lightning_import_s"]
