@@ -1,10 +1,13 @@
 """Bad configs stop before any work: one line naming the key and what is allowed, exit 2, nothing made."""
 
+from pathlib import Path
+
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from recipelab.errors import UserError
 from recipelab.records.folder import CONF_DIR
-from recipelab.run.validate import preflight
+from recipelab.run.validate import RUN_GROUPS, preflight
 from tests.conftest import train_cli
 
 BAD = [
@@ -36,6 +39,8 @@ BAD = [
     (["optimizer.lr=${nope}"], "optimizer.lr: does not resolve"),  # an interpolation to nothing
     (["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_=nope.Nope: cannot be imported"),
     (["-m", "seed=1,2", "optimizer.lrr=0.1,0.2"], "optimizer.lrr"),  # a sweep over a key that does not exist
+    (["~optimizer"], "~optimizer"),  # a part the run is built from, removed
+    (["-m", "seed=1,2", "~scheduler"], "~scheduler"),
 ]
 
 
@@ -46,6 +51,12 @@ def test_bad_value_is_one_line_naming_the_key(overrides, named, tmp_path):
     message = str(err.value)
     assert "\n" not in message and named in message, message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_groups_a_run_needs_are_the_train_configs_chosen_defaults():
+    defaults = OmegaConf.load(Path(CONF_DIR) / "train.yaml").defaults
+    chosen = {k for d in defaults if isinstance(d, DictConfig) for k, v in d.items() if v is not None}
+    assert set(RUN_GROUPS) == chosen
 
 
 def test_unknown_option_lists_the_choices(tmp_path):

@@ -61,6 +61,12 @@ RULES = {
     "callbacks.progress_bar.every_n_batches": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "tta_shift": _rule(lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
 }
+# The groups a run is built from: conf/train.yaml's defaults that choose an option (tests/test_config_check.py
+# keeps the two equal). Removing one (``~optimizer``) would leave the run nothing to build that part from.
+RUN_GROUPS = (
+    "data", "augmentation", "model", "optimizer", "scheduler", "normalization", "regularization", "trainer",
+    "logger", "callbacks", "paths", "hydra",
+)  # fmt: skip
 SPECIAL_VALUES = {"data.batch_size": ("full",)}  # values a key takes besides those of its default's type
 OTHER_TYPES = {"model.depth": "a list"}  # one number, or one per stage (the model checks the length)
 
@@ -141,6 +147,9 @@ def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
 
     if cfg.hydra.sweeper.get("params"):
         _check_sweep_keys(cfg, [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+    for group in RUN_GROUPS:
+        if group not in cfg.hydra.runtime.choices:
+            raise UserError(f"~{group}: a run needs one {group} option; choose one ({group}=<option>)")
     _check_types(cfg, defaults, overrides)
     for key, value in _leaves(cfg):
         for pattern, rule in RULES.items():
