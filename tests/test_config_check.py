@@ -40,6 +40,9 @@ BAD = [
     (["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_=nope.Nope: cannot be imported"),
     (["-m", "seed=1,2", "optimizer.lrr=0.1,0.2"], "optimizer.lrr"),  # a sweep over a key that does not exist
     (["~optimizer"], "~optimizer"),  # a part the run is built from, removed
+    (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer=adam: cannot be built"),  # not Adam's
+    (["optimizer=[sgd,adam]"], "optimizer=[sgd,adam]: cannot be built"),  # two options merged: SGD's momentum
+    (["+scheduler.build.warmup=3"], "scheduler=onecycle: cannot be built"),
     (["-m", "seed=1,2", "~scheduler"], "~scheduler"),
 ]
 

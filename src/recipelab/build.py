@@ -227,10 +227,10 @@ def build_trainer(cfg: DictConfig, module, callbacks: list, loggers: list, lean:
     return trainer
 
 
-def check_parts(cfg: DictConfig) -> None:
+def check_parts(cfg: DictConfig) -> torch.nn.Module:
     """Build the objects that check their own values (normalization, regularization, augmentation), ask
     the model whether it can honour them, build it (on the meta device: no memory, no time) so that it
-    checks its own values, and check the batch size against the training set."""
+    checks its own values, and check the batch size against the training set; returns the meta model."""
     norm, regularizer = build_norm(cfg), build_regularizer(cfg)
     build_augmentation(OmegaConf.to_container(cfg.augmentation.ops), channels=cfg.data.in_channels)
     reason = get_class(cfg.model._target_).refuse(norm, regularizer.dropout, regularizer.dropconnect)
@@ -238,9 +238,10 @@ def check_parts(cfg: DictConfig) -> None:
         option = OmegaConf.select(cfg, "hydra.runtime.choices.model", default=cfg.model._target_)
         raise UserError(f"model={option}: {reason}")
     with torch.device("meta"):  # the model's own checks of its values (depth, width...), without memory
-        build_model(cfg, regularizer)
+        model = build_model(cfg, regularizer)
     InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))
     if cfg.get("seeds_per_process", 1) > 1:
         from recipelab.build_fused import check_fusable  # the fused chunk's parts load only when asked
 
         check_fusable(cfg)
+    return model

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_object
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 
 from recipelab.errors import UserError
@@ -143,13 +143,13 @@ def _check_sweep_keys(cfg: DictConfig, swept: list[str]) -> None:
 def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
     """Raise UserError for the first bad value of a composed config (with its hydra node); ``defaults``:
     the config before the value overrides (``compose_job``)."""
-    from recipelab.build import check_parts  # the composition root: torch and the parts load only here
+    from recipelab.build import build_param_groups, check_parts  # torch and the parts load only here
 
     if cfg.hydra.sweeper.get("params"):
         _check_sweep_keys(cfg, [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
-    for group in RUN_GROUPS:
-        if group not in cfg.hydra.runtime.choices:
-            raise UserError(f"~{group}: a run needs one {group} option; choose one ({group}=<option>)")
+    for override in overrides:
+        if override.startswith("~") and (group := override_key(override)) in RUN_GROUPS:
+            raise UserError(f"{override}: a run needs one {group} option; choose one ({group}=<option>)")
     _check_types(cfg, defaults, overrides)
     for key, value in _leaves(cfg):
         for pattern, rule in RULES.items():
@@ -160,7 +160,27 @@ def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
         if key.endswith("._target_"):
             _check_importable(key, value)
     _check_paths(cfg)
-    check_parts(cfg)
+    model = check_parts(cfg)
+    # the optimizer and the schedule built on the model's meta-device parameters: an argument the class does
+    # not take (+optimizer.momentum=0.9 with adam) is found here, not after the run folder is made
+    optimizer = _built(
+        "optimizer", cfg, overrides, lambda: instantiate(cfg.optimizer)(build_param_groups(cfg)(model))
+    )
+    if cfg.scheduler.get("build"):
+        build = instantiate(cfg.scheduler.build)
+        _built("scheduler", cfg, overrides, lambda: build(optimizer, total_steps=100, steps_per_epoch=10))
+
+
+def _built(group: str, cfg: DictConfig, overrides: list[str], build):
+    """``build()``, its error one line naming the group as given (``optimizer=[sgd,adam]``) or as chosen."""
+    try:
+        return build()
+    except UserError:
+        raise
+    except Exception as err:
+        given = [o for o in overrides if override_key(o) == group]
+        named = given[-1] if given else f"{group}={cfg.hydra.runtime.choices.get(group)}"
+        raise UserError(f"{named}: cannot be built ({' '.join(str(err).split())[:200]})") from None
 
 
 def _check_importable(key: str, target) -> None:
