@@ -5,7 +5,7 @@ overrides set on the result. The preflight needs both configs (a value's type is
 option's default), and Hydra's compose API gives only the second, so it used to compose twice: ~0.12 s
 each here, the largest part of the template's start-up. ``compose_job`` composes the defaults once and
 applies the value overrides to a copy with Hydra's own override step (``ConfigLoaderImpl``'s, private:
-Hydra has no public call for it); ``tests/test_config_check.py`` compares the result with Hydra's compose.
+Hydra has no public call for it); ``tests/test_compose.py`` compares the result with Hydra's compose.
 The jobs of a sweep that differ only in values (seeds, rates) share their defaults' composition.
 """
 
