@@ -24,7 +24,7 @@ from recipelab.errors import Interrupted
 from recipelab.records import tracking
 from recipelab.run.job import remove_stale_files, stopped
 from recipelab.run.resume import override_key
-from recipelab.training.copy_checkpoints import CopyCheckpoints, save_copy
+from recipelab.training.copy_checkpoints import CopyCheckpoints, copy_weights, save_copy
 
 
 def copy_overrides(overrides: list[str], seed: int) -> list[str]:
@@ -138,14 +138,21 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
     for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
         if i in run.module.diverged:
             continue
-        last = copy_metrics(metrics, "val/", i) | copy_metrics(metrics, "train/sparsity", i)
+        last_val = copy_metrics(metrics, "val/", i)
+        last = last_val | copy_metrics(metrics, "train/sparsity", i)
         path = best.best_paths[i]
         if swa:  # the chunk holds each copy's average: test and keep those, as the separate run does
             path = str(best.dirpaths[i] / "swa.ckpt")
             save_copy(run.trainer, run.module, i, best.configs[i], Path(path))
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        module.model.load_state_dict({n.removeprefix("model."): t for n, t in saved["state_dict"].items()})
-        if swa:  # as job._validation_of: the averaged weights validated
+        if path:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            weights = {n.removeprefix("model."): t for n, t in saved["state_dict"].items()}
+        else:  # no validation ranked a best checkpoint: the last weights, as job._validation_of
+            saved, weights = {"epoch": None, "global_step": None}, copy_weights(run.trainer, run.module, i)
+        module.model.load_state_dict(weights)
+        if not path or not last_val:  # no checkpoint or no validation: the last one (or none), no pass
+            row = last_val
+        elif swa:  # as job._validation_of: the averaged weights validated
             tester.validate(module, datamodule=run.datamodule, verbose=False)
             row = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("val/")}
         else:  # the validation of the tested checkpoint's step

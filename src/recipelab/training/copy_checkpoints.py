@@ -16,18 +16,23 @@ from recipelab.training.fused import FusedModule, copy_key
 from recipelab.training.reliability import AtomicCheckpointIO, ModelCheckpoint
 
 
-def save_copy(trainer, pl_module: FusedModule, i: int, config: dict, path: Path) -> None:
-    """Copy i's network, as its separate run's checkpoint holds it: under weight averaging (EMA) the
-    averaged weights, which Lightning keeps in the callback's ``_average_model`` (no public accessor in
-    Lightning 2.6) and which a separate run's checkpoint holds as its ``state_dict``."""
+def copy_weights(trainer, pl_module: FusedModule, i: int) -> dict:
+    """Copy i's network state, as its separate run's checkpoint holds it: under weight averaging (EMA)
+    the averaged weights, which Lightning keeps in the callback's ``_average_model`` (no public accessor
+    in Lightning 2.6) and which a separate run's checkpoint holds as its ``state_dict``."""
     averaging = next((c for c in trainer.callbacks if isinstance(c, WeightAveraging)), None)
     average = getattr(averaging, "_average_model", None)
     stack = average.module.model if average is not None else pl_module.model
+    return stack.copy_state_dict(i)
+
+
+def save_copy(trainer, pl_module: FusedModule, i: int, config: dict, path: Path) -> None:
+    """Copy i's network (``copy_weights``) as a single-network checkpoint at ``path``."""
     checkpoint = {
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
         "pytorch-lightning_version": L.__version__,
-        "state_dict": {f"model.{name}": t for name, t in stack.copy_state_dict(i).items()},
+        "state_dict": {f"model.{name}": t for name, t in copy_weights(trainer, pl_module, i).items()},
         "hyper_parameters": {"config": config},
     }
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
@@ -60,6 +65,17 @@ class CopyCheckpoints(L.Callback):
                     Path(self.best_paths[i]).unlink(missing_ok=True)
                 self.best[i], self.best_paths[i] = float(value), str(path)
             save_copy(trainer, pl_module, i, self.configs[i], folder / "last.ckpt")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Without validation (``limit_val_batches=0``) a separate run's ModelCheckpoint saves its last
+        checkpoint at each training epoch's end, and keeps no best (it has no metric to rank by); with
+        ``check_val_every_n_epoch`` above 1 it saves only after a validation (Lightning's
+        ``ModelCheckpoint._should_save_on_train_epoch_end``, private)."""
+        if trainer.check_val_every_n_epoch != 1 or sum(trainer.num_val_batches) > 0:
+            return
+        for i, folder in enumerate(self.dirpaths):
+            if pl_module.trains(i, trainer.current_epoch):
+                save_copy(trainer, pl_module, i, self.configs[i], folder / "last.ckpt")
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_paths": self.best_paths}

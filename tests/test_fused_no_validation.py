@@ -1,0 +1,45 @@
+"""A fused chunk whose fit runs no validation (validation turned off, or due only after the last epoch)
+ends as its separate runs end: each seed tested on its last weights, no best checkpoint, and the last
+checkpoint where the separate run's ModelCheckpoint leaves one. Before this was handled, the chunk trained
+to the end and then failed every seed (it looked for a best checkpoint that no validation had ranked)."""
+
+import json
+
+import pytest
+
+from tests.conftest import train_cli
+from tests.test_fused_runs import SMALL
+
+
+def _sweep(tmp_path, name: str, *extra: str):
+    folder = tmp_path / name
+    run = train_cli(
+        tmp_path / "logs", "-m", *SMALL, "seed=1,2", *extra, f"hydra.sweep.dir={folder}", quick=False
+    )
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "no_validation", ["+trainer.limit_val_batches=0", "+trainer.check_val_every_n_epoch=3"]
+)
+def test_a_fused_chunk_without_validation_tests_each_seeds_last_weights_as_its_separate_run(
+    tmp_path, no_validation
+):
+    plain = _sweep(tmp_path, "plain", no_validation)
+    fused = _sweep(tmp_path, "fused", no_validation, "seeds_per_process=2")
+    for job in ("0", "1"):
+        a = json.loads((plain / job / "metrics.json").read_text())
+        b = json.loads((fused / job / "metrics.json").read_text())
+        assert "seeds_per_process" in b and "seeds_per_process" not in a
+        assert (b["status"], b["best_checkpoint"], b["tested_epoch"]) == ("completed", "", None)
+        assert (a["status"], a["best_checkpoint"], a["tested_epoch"]) == ("completed", "", None)
+        assert not any(key.startswith(("val/", "last_val/")) for key in b["metrics"])
+        assert b["metrics"].keys() == a["metrics"].keys()
+        for key, value in a["metrics"].items():  # fp32, no dropout: the same numbers
+            assert b["metrics"][key] == pytest.approx(value, abs=1e-3), (job, key)
+        saved = [sorted(p.name for p in (f / job).glob("checkpoints/*.ckpt")) for f in (plain, fused)]
+        assert saved[1] == saved[0]
+    # turned off, the separate run keeps its last weights; due later, it keeps nothing
+    assert saved[0] == (["last.ckpt"] if "limit_val_batches" in no_validation else [])
