@@ -33,9 +33,9 @@ class LrTrace(L.Callback):
         self.val_losses.append(trainer.callback_metrics["val/loss"].item())
 
 
-def fit(module, x, y, epochs, val=False) -> LrTrace:
+def fit(module, x, y, epochs, val=False, **options) -> LrTrace:
     trace = LrTrace()
-    trainer = bare_trainer(max_epochs=epochs, callbacks=[trace], num_sanity_val_steps=0)
+    trainer = bare_trainer(max_epochs=epochs, callbacks=[trace], num_sanity_val_steps=0, **options)
     loader = TensorBatchLoader(x, y, batch_size=BATCH, shuffle=True)
     trainer.fit(
         module, train_dataloaders=loader, val_dataloaders=TensorBatchLoader(x, y, len(y)) if val else None
@@ -44,22 +44,22 @@ def fit(module, x, y, epochs, val=False) -> LrTrace:
 
 
 @functools.cache  # a run shared by the tests that ask for the same recipe
-def lr_curve(*overrides):
+def lr_curve(*overrides, **options):
     cfg = compose_train("trainer.max_epochs=4", "model.widths=[2]", "model.depth=1", *overrides)  # a tiny CNN
     x = torch.randn(N, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.arange(N) % 10
-    return cfg, tuple(fit(build_module(cfg), x, y, EPOCHS).lrs)
+    return cfg, tuple(fit(build_module(cfg), x, y, EPOCHS, **options).lrs)
 
 
 def cos_anneal(start, end, pct):
     return end + (start - end) / 2 * (1 + math.cos(math.pi * pct))
 
 
-def one_cycle(lr, t, pct_start=0.25, div=25.0, final_div=1e4):  # OneCycleLR's two cosine phases
-    peak_step = pct_start * T - 1
+def one_cycle(lr, t, pct_start=0.25, div=25.0, final_div=1e4, total=T):  # OneCycleLR's two cosine phases
+    peak_step = pct_start * total - 1
     if t <= peak_step:
         return cos_anneal(lr / div, lr, t / peak_step)
-    return cos_anneal(lr, lr / div / final_div, (t - peak_step) / (T - 1 - peak_step))
+    return cos_anneal(lr, lr / div / final_div, (t - peak_step) / (total - 1 - peak_step))
 
 
 def warmup_cosine(lr, t, warmup=SPE, start=0.1, eta=0.001):
@@ -96,6 +96,22 @@ def test_scheduler_follows_its_formula_per_step(option):
     overrides, formula = CASES[option]
     cfg, lrs = lr_curve(f"scheduler={option}", *overrides)
     want = [formula(cfg.optimizer.lr, t) for t in range(T)]
+    assert list(lrs) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+STOP = 7  # trainer.max_steps: the fit ends in its third epoch, before max_epochs' T = 12 steps
+ENDED_BY_STEPS = {
+    "cosine": lambda lr, t: cos_anneal(lr, 0.0, t / STOP),
+    "onecycle": lambda lr, t: one_cycle(lr, t, total=STOP),
+}
+
+
+@pytest.mark.parametrize("option", ENDED_BY_STEPS)
+def test_a_fit_ended_by_max_steps_runs_its_schedule_over_those_steps(option):
+    """The schedule spans the fit's STOP steps (before, it was built for (STOP // EPOCHS) · EPOCHS = 4
+    steps, and OneCycleLR raised at the 5th)."""
+    cfg, lrs = lr_curve(f"scheduler={option}", max_steps=STOP)
+    want = [ENDED_BY_STEPS[option](cfg.optimizer.lr, t) for t in range(STOP)]
     assert list(lrs) == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 

@@ -219,10 +219,11 @@ class RecipeModule(LeanStep):
         options = {"interval": "step", "frequency": 1, "name": "lr", **self.scheduler_options}
         if not self.automatic_optimization:  # the lean step reads its monitor itself (Lightning drops it)
             options.pop("monitor", None)
-        steps_per_epoch = self.trainer.estimated_stepping_batches // max(self.trainer.max_epochs, 1)
-        ticks_per_epoch = max(steps_per_epoch if options["interval"] == "step" else 1, 1)
-        ticks_per_epoch //= options["frequency"]
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=ticks_per_epoch * self.trainer.max_epochs, steps_per_epoch=ticks_per_epoch
-        )
+        # the fit's optimizer steps: max_epochs' worth, or trainer.max_steps where that ends the fit first
+        fit_steps = self.trainer.estimated_stepping_batches  # (it counts the training batches first)
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        by_step = options["interval"] == "step"
+        ticks_per_epoch = max(per_epoch if by_step else 1, 1) // options["frequency"]
+        ticks = (fit_steps if by_step else math.ceil(fit_steps / max(per_epoch, 1))) // options["frequency"]
+        scheduler = self.scheduler_factory(optimizer, total_steps=ticks, steps_per_epoch=ticks_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **options}}
