@@ -44,6 +44,8 @@ BAD = [
     (["optimizer=[sgd,adam]"], "optimizer=[sgd,adam]: cannot be built"),  # two options merged: SGD's momentum
     (["+scheduler.build.warmup=3"], "scheduler=onecycle: cannot be built"),
     (["-m", "seed=1,2", "~scheduler"], "~scheduler"),
+    (["model=mlp", "data.batch_size=1"], "data.batch_size=1: batch norm"),  # BatchNorm1d: one value a channel
+    (["model=mlp", "data.train_size=601", "data.batch_size=100"], "data.batch_size=100: an epoch's last"),
 ]
 
 
@@ -74,6 +76,11 @@ def test_good_configs_pass_unchanged():
     assert preflight(argv, CONF_DIR) == argv
     sweep = ["train", "-m", "seed=1,2", "optimizer.lr=0.1,0.2"]
     assert preflight(sweep, CONF_DIR) == sweep
+    # one image a batch: batch norm over a convolution's pixels, or another norm, trains on it
+    for one in (["data.batch_size=1"], ["model=mlp", "normalization=layernorm", "data.batch_size=1"]):
+        assert preflight(["train", *one], CONF_DIR) == ["train", *one]
+    last_of_two = ["train", "model=mlp", "data.train_size=602", "data.batch_size=100"]
+    assert preflight(last_of_two, CONF_DIR) == last_of_two
 
 
 @pytest.fixture

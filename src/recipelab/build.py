@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipelab.data import InMemoryDataModule, build_augmentation
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
+from recipelab.models.norm import check_batch_of_one
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
 from recipelab.training import (
@@ -239,7 +240,8 @@ def check_parts(cfg: DictConfig) -> torch.nn.Module:
         raise UserError(f"model={option}: {reason}")
     with torch.device("meta"):  # the model's own checks of its values (depth, width...), without memory
         model = build_model(cfg, regularizer)
-    InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))
+    smallest = InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))
+    check_batch_of_one(model, cfg.data, smallest)
     if cfg.get("seeds_per_process", 1) > 1:
         from recipelab.build_fused import check_fusable  # the fused chunk's parts load only when asked
 

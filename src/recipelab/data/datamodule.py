@@ -66,7 +66,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def check_sizes(
         batch_size=None, val_size=0, train_size=None, train_count=None, folds=None, fold=None, **_
     ):
-        """Sizes that can be checked from the config alone, before any work (``train_count``: declared)."""
+        """Sizes that can be checked from the config alone, before any work (``train_count``: declared);
+        returns the smallest training batch an epoch holds (its last may be partial), None if unknown."""
         if folds is not None:
             if not _integer(folds) or folds < 2:
                 raise UserError(f"data.folds={folds}: must be null or an integer >= 2")
@@ -77,7 +78,7 @@ class InMemoryDataModule(L.LightningDataModule):
         elif fold is not None:
             raise UserError(f"data.fold={fold}: needs data.folds (k of k-fold cross-validation)")
         if train_count is None:
-            return
+            return None
         if folds is None and not 0 < val_size < train_count:
             raise UserError(f"data.val_size={val_size}: must be in [1, {train_count})")
         n_train = train_count - (train_count // folds if folds else val_size)
@@ -85,6 +86,7 @@ class InMemoryDataModule(L.LightningDataModule):
             n_train = min(n_train, train_size)
         if _integer(batch_size) and batch_size > n_train:
             raise UserError(f"data.batch_size={batch_size}: must be at most the {n_train} training images")
+        return min(batch_size, n_train % batch_size or batch_size) if _integer(batch_size) else None
 
     def load(self) -> ImageDataset:
         """The whole dataset, loaded once, checked against what its config declares."""

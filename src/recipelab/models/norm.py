@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from recipelab.errors import UserError
@@ -86,3 +87,30 @@ NORMS_1D = {  # for feature vectors [N, C]
     "groupnorm": lambda c, s: nn.GroupNorm(_groups(c, s.groups), c, eps=s.eps),
     "none": lambda c, s: nn.Identity(),
 }
+
+
+def check_batch_of_one(model: nn.Module, data, smallest: int | None) -> None:
+    """A training batch of one image (``data.batch_size=1``, or an epoch's last partial batch) refused
+    before any work where the network cannot train on it: batch norm over features alone (the MLP's
+    BatchNorm1d) has one value per channel. Found by running the meta-device ``model`` on such a batch, so
+    that every network is asked the same way; it failed at that step before, after the run had started."""
+    if smallest != 1 or data.get("image_size") is None:
+        return
+    x = torch.empty(1, data.in_channels, data.image_size, data.image_size, device="meta")
+    training = model.training
+    try:
+        model.train()(x)
+    except Exception as err:  # only batch norm's refusal is this check's to report
+        if "more than 1 value per channel" not in str(err):
+            return
+        if data.batch_size == 1:
+            raise UserError(
+                "data.batch_size=1: batch norm cannot train on one image a batch "
+                "(normalization=layernorm, groupnorm or none can)"
+            ) from None
+        raise UserError(
+            f"data.batch_size={data.batch_size}: an epoch's last training batch would hold 1 image, on which "
+            "batch norm cannot train; choose a batch size (or data.train_size) that leaves 0 or at least 2"
+        ) from None
+    finally:
+        model.train(training)
