@@ -98,6 +98,11 @@ def stored_config(ckpt: dict, path) -> DictConfig:
     if not isinstance(config, dict) or not config:
         raise UserError(f"checkpoint {path}: holds no recipelab config to rebuild its model from")
     check_stored_config(config, path)
+    if isinstance(k := config.get("seeds_per_process"), int) and k > 1:  # its weights are k stacked copies
+        raise UserError(
+            f"checkpoint {path}: a fused chunk's checkpoint (seeds_per_process={k}), which resumes the "
+            "chunk; each seed's own checkpoints are in its job folder"
+        )
     return OmegaConf.create(config)
 
 

@@ -1,13 +1,16 @@
-"""A fused chunk whose fit runs no validation (validation turned off, or due only after the last epoch)
-ends as its separate runs end: each seed tested on its last weights, no best checkpoint, and the last
-checkpoint where the separate run's ModelCheckpoint leaves one. Before this was handled, the chunk trained
-to the end and then failed every seed (it looked for a best checkpoint that no validation had ranked)."""
+"""Edges of a fused chunk. One whose fit runs no validation (validation turned off, or due only after
+the last epoch) ends as its separate runs end: each seed tested on its last weights, no best checkpoint,
+and the last checkpoint where the separate run's ModelCheckpoint leaves one. Before, the chunk trained to
+the end, then failed every seed (it looked for a best checkpoint that no validation had ranked). The
+chunk's own checkpoint (its k copies stacked, which resumes it) given to evaluate or ensemble is refused
+with one line saying where each seed's are."""
 
 import json
 
 import pytest
 
 from tests.conftest import train_cli
+from tests.test_evaluate import evaluate_cli
 from tests.test_fused_runs import SMALL
 
 
@@ -43,3 +46,8 @@ def test_a_fused_chunk_without_validation_tests_each_seeds_last_weights_as_its_s
         assert saved[1] == saved[0]
     # turned off, the separate run keeps its last weights; due later, it keeps nothing
     assert saved[0] == (["last.ckpt"] if "limit_val_batches" in no_validation else [])
+    if saved[0]:  # the chunk's own checkpoint, where a seed's is expected: one line, not a state-dict error
+        proc = evaluate_cli(f"ckpt_path={fused / 'chunks' / '0'}", "log_wandb=false")
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        (line,) = proc.stderr.strip().splitlines()
+        assert "a fused chunk's checkpoint (seeds_per_process=2)" in line and "its job folder" in line
