@@ -10,6 +10,7 @@ from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import RUN_GROUPS, preflight
 from tests.conftest import train_cli
 
+UNSYNCED = ["trainer.sync_batchnorm=false", "data.batch_size=100"]
 BAD = [
     # (overrides, what the one line must name)
     (["optimizer=adamx"], "optimizer=adamx"),  # unknown group option: Hydra's choices are listed
@@ -46,6 +47,24 @@ BAD = [
     (["-m", "seed=1,2", "~scheduler"], "~scheduler"),
     (["model=mlp", "data.batch_size=1"], "data.batch_size=1: batch norm"),  # BatchNorm1d: one value a channel
     (["model=mlp", "data.train_size=601", "data.batch_size=100"], "data.batch_size=100: an epoch's last"),
+    # under DDP: data.batch_size is the global batch, shared by the processes, each with its shard
+    (
+        ["trainer=ddp_cpu", "data.batch_size=3"],
+        "data.batch_size=3: under DDP it must be an integer divisible",
+    ),
+    (["trainer=ddp_cpu", "trainer.devices=[0,1,2]", "data.batch_size=128"], "(3 = trainer.devices"),
+    (["trainer=ddp_cpu", "trainer.num_nodes=2", "data.batch_size=6"], "(4 = trainer.devices"),
+    (["trainer=ddp_cpu", "trainer.devices='0,1,2'", "data.batch_size=128"], "(3 = trainer.devices"),
+    (["trainer.devices=two"], "trainer.devices='two': must be a count"),
+    (["trainer.max_epochs=[1,2]"], "trainer.max_epochs=[1, 2]: must be an integer"),  # a list, as given
+    (
+        ONE_EACH := ["trainer=ddp_cpu", "model=mlp", UNSYNCED[0], "data.batch_size=2"],
+        "one image a batch in each of the 2",
+    ),
+    (
+        LAST_EACH := ["trainer=ddp_cpu", "model=mlp", "data.train_size=602", *UNSYNCED],
+        "hold 1 image in each of the 2",
+    ),
 ]
 
 
@@ -81,6 +100,12 @@ def test_good_configs_pass_unchanged():
         assert preflight(["train", *one], CONF_DIR) == ["train", *one]
     last_of_two = ["train", "model=mlp", "data.train_size=602", "data.batch_size=100"]
     assert preflight(last_of_two, CONF_DIR) == last_of_two
+    # under DDP with synchronized batch norm (trainer=ddp's default) the statistics are the global batch's
+    for devices in (["trainer=ddp", "trainer.devices=[0,1]"], ["trainer=gpu", "trainer.devices=auto"]):
+        assert preflight(["train", *devices], CONF_DIR) == ["train", *devices]  # Lightning's other forms
+    for synced in (ONE_EACH, LAST_EACH):
+        argv = ["train", *(o for o in synced if o != UNSYNCED[0])]
+        assert preflight(argv, CONF_DIR) == argv
 
 
 @pytest.fixture

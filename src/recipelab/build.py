@@ -20,11 +20,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.data import InMemoryDataModule, build_augmentation
+from recipelab.data.datamodule import per_process_batch
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.norm import check_batch_of_one
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
+from recipelab.run.distributed import planned_world_size
 from recipelab.training import (
     RecipeModule,
     Regularizer,
@@ -39,18 +41,6 @@ from recipelab.training.reliability import GracefulStop, ValidationHistory
 
 SCHEDULER_OPTIONS = ("interval", "frequency", "monitor")
 log = logging.getLogger(__name__)
-
-
-def per_process_batch(batch_size, world_size: int):
-    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
-    if world_size == 1:
-        return batch_size
-    if not isinstance(batch_size, int) or batch_size % world_size:
-        raise UserError(
-            f"data.batch_size={batch_size}: under DDP it must be an integer divisible by the number of "
-            f"processes ({world_size} = trainer.devices x trainer.num_nodes)"
-        )
-    return batch_size // world_size
 
 
 @dataclass
@@ -240,8 +230,10 @@ def check_parts(cfg: DictConfig) -> torch.nn.Module:
         raise UserError(f"model={option}: {reason}")
     with torch.device("meta"):  # the model's own checks of its values (depth, width...), without memory
         model = build_model(cfg, regularizer)
-    smallest = InMemoryDataModule.check_sizes(**OmegaConf.to_container(cfg.data, resolve=True))
-    check_batch_of_one(model, cfg.data, smallest)
+    world = planned_world_size(cfg.trainer) or 1  # "auto" devices: the machine decides, checked in build_run
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    smallest = InMemoryDataModule.check_sizes(**data, world_size=world)
+    check_batch_of_one(model, cfg.data, smallest, world, synced=bool(cfg.trainer.get("sync_batchnorm")))
     if cfg.get("seeds_per_process", 1) > 1:
         from recipelab.build_fused import check_fusable  # the fused chunk's parts load only when asked
 

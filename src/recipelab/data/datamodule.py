@@ -22,6 +22,18 @@ def _integer(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def per_process_batch(batch_size, world_size: int):
+    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
+    if world_size == 1:
+        return batch_size
+    if not isinstance(batch_size, int) or batch_size % world_size:
+        raise UserError(
+            f"data.batch_size={batch_size}: under DDP it must be an integer divisible by the number of "
+            f"processes ({world_size} = trainer.devices x trainer.num_nodes)"
+        )
+    return batch_size // world_size
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """``dataset``: the loader (a partial taking ``root``). ``in_channels``, ``num_classes``,
     ``image_size`` and ``train_count`` are what the dataset's YAML declares (models read them by
@@ -64,10 +76,19 @@ class InMemoryDataModule(L.LightningDataModule):
 
     @staticmethod
     def check_sizes(
-        batch_size=None, val_size=0, train_size=None, train_count=None, folds=None, fold=None, **_
+        batch_size=None,
+        val_size=0,
+        train_size=None,
+        train_count=None,
+        folds=None,
+        fold=None,
+        world_size=1,
+        **_,
     ):
         """Sizes that can be checked from the config alone, before any work (``train_count``: declared);
-        returns the smallest training batch an epoch holds (its last may be partial), None if unknown."""
+        returns the smallest training batch an epoch holds in a process (its last may be partial; under DDP
+        each of ``world_size`` processes trains on an equal shard), None if unknown."""
+        per_process_batch(batch_size, world_size)
         if folds is not None:
             if not _integer(folds) or folds < 2:
                 raise UserError(f"data.folds={folds}: must be null or an integer >= 2")
@@ -86,7 +107,10 @@ class InMemoryDataModule(L.LightningDataModule):
             n_train = min(n_train, train_size)
         if _integer(batch_size) and batch_size > n_train:
             raise UserError(f"data.batch_size={batch_size}: must be at most the {n_train} training images")
-        return min(batch_size, n_train % batch_size or batch_size) if _integer(batch_size) else None
+        if not _integer(batch_size):
+            return None
+        batch, n = batch_size // world_size, n_train // world_size
+        return min(batch, n % batch or batch)
 
     def load(self) -> ImageDataset:
         """The whole dataset, loaded once, checked against what its config declares."""

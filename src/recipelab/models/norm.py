@@ -89,12 +89,14 @@ NORMS_1D = {  # for feature vectors [N, C]
 }
 
 
-def check_batch_of_one(model: nn.Module, data, smallest: int | None) -> None:
-    """A training batch of one image (``data.batch_size=1``, or an epoch's last partial batch) refused
-    before any work where the network cannot train on it: batch norm over features alone (the MLP's
-    BatchNorm1d) has one value per channel. Found by running the meta-device ``model`` on such a batch, so
-    that every network is asked the same way; it failed at that step before, after the run had started."""
-    if smallest != 1 or data.get("image_size") is None:
+def check_batch_of_one(model: nn.Module, data, smallest: int | None, world: int = 1, synced: bool = False):
+    """A training batch of one image (``data.batch_size=1``, or an epoch's last partial batch; under DDP, in
+    each of ``world`` processes) refused before any work where the network cannot train on it: batch norm
+    over features alone (the MLP's BatchNorm1d) has one value per channel. Found by running the meta-device
+    ``model`` on such a batch, so that every network is asked the same way; it failed at that step before,
+    after the run had started. Batch norm ``synced`` across the processes sees the global batch: ``world``
+    images."""
+    if smallest != 1 or data.get("image_size") is None or (world > 1 and synced):
         return
     x = torch.empty(1, data.in_channels, data.image_size, data.image_size, device="meta")
     training = model.training
@@ -103,14 +105,15 @@ def check_batch_of_one(model: nn.Module, data, smallest: int | None) -> None:
     except Exception as err:  # only batch norm's refusal is this check's to report
         if "more than 1 value per channel" not in str(err):
             return
-        if data.batch_size == 1:
-            raise UserError(
-                "data.batch_size=1: batch norm cannot train on one image a batch "
-                "(normalization=layernorm, groupnorm or none can)"
-            ) from None
+        each = "" if world == 1 else f" in each of the {world} processes"
+        can = "normalization=layernorm, groupnorm or none can"
+        can += "" if world == 1 else ", and so does trainer.sync_batchnorm=true"
+        given = f"data.batch_size={data.batch_size}"
+        if data.batch_size == world:
+            raise UserError(f"{given}: batch norm cannot train on one image a batch{each} ({can})") from None
         raise UserError(
-            f"data.batch_size={data.batch_size}: an epoch's last training batch would hold 1 image, on which "
-            "batch norm cannot train; choose a batch size (or data.train_size) that leaves 0 or at least 2"
+            f"{given}: an epoch's last training batch would hold 1 image{each}, on which batch norm cannot "
+            "train; choose a batch size (or data.train_size) that leaves 0 or at least 2"
         ) from None
     finally:
         model.train(training)

@@ -23,7 +23,10 @@ from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from omegaconf import ListConfig
 from torch import nn
+
+from recipelab.errors import UserError
 
 # what the launcher sets in this process's environment for its ranks; a sweep's next job must start without
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
@@ -92,19 +95,40 @@ class JobLauncher(_SubprocessScriptLauncher):
             _children.append(proc)
 
 
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are the global batch's: the ranks sum their per-channel sums.
+def planned_world_size(trainer) -> int | None:
+    """The processes a trainer config starts, trainer.devices x trainer.num_nodes, as Lightning counts the
+    devices (a count, a list, or a string "2" or "0,1"); None where the machine decides ("auto", -1)."""
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, str):
+        given, devices = devices, devices.replace(" ", "")
+        if "," in devices or devices.isdigit():
+            devices = [d for d in devices.split(",") if d] if "," in devices else int(devices)
+        elif devices not in ("auto", "-1"):
+            raise UserError(f"trainer.devices={given!r}: must be a count, a list of indices, '0,1' or 'auto'")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    elif isinstance(devices, list | tuple | ListConfig):
+        count = len(devices)
+    else:
+        return None
+    return count * int(trainer.get("num_nodes", 1) or 1)
+
+
+class _GlobalStats:
+    """A batch norm whose training statistics are the global batch's: the ranks sum their per-channel sums.
 
     Hand-written because torch.nn.SyncBatchNorm refuses CPU tensors (and so gloo). The backward pass's
-    gradient flows back through the other ranks' statistics too, as it does in SyncBatchNorm.
+    gradient flows back through the other ranks' statistics too, as it does in SyncBatchNorm. As there, a
+    process may hold one image of a batch: only the global batch needs two.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.distributed.is_initialized()):
             return super().forward(x)
         c, xf = x.shape[1], x.float()
+        dims = (0, *range(2, x.dim()))  # every axis but the channels': (N, C), (N, C, L), (N, C, H, W)
         count = torch.full((1,), x.numel() // c, dtype=xf.dtype, device=x.device)
-        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
         world = torch.distributed.get_world_size()
         # gathered, then summed: the gather's backward (a reduce-scatter) sends each rank its gradient share
         stats = (
@@ -118,24 +142,37 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 self.num_batches_tracked += 1
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * n / (n - 1), self.momentum)  # the unbiased variance, as BN keeps
-        shape = (1, c, 1, 1)
+        shape = (1, c) + (1,) * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
 
+class GlobalBatchNorm1d(_GlobalStats, nn.BatchNorm1d):
+    """BatchNorm1d (the MLP's) over the global batch."""
+
+
+class GlobalBatchNorm2d(_GlobalStats, nn.BatchNorm2d):
+    """BatchNorm2d over the global batch."""
+
+
+GLOBAL = {nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d}
+
+
 class GlobalBatchNorm(TorchSyncBatchNorm):
-    """``sync_batchnorm`` on CPU: every BatchNorm2d becomes a GlobalBatchNorm2d (same parameters)."""
+    """``sync_batchnorm`` on CPU: every BatchNorm1d and BatchNorm2d becomes its global twin (same
+    parameters), as SyncBatchNorm replaces every batch norm on a GPU."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         for m in model.modules():
-            if type(m) is nn.BatchNorm2d:
-                m.__class__ = GlobalBatchNorm2d  # only forward differs: parameters and buffers stay in place
+            if type(m) in GLOBAL:
+                m.__class__ = GLOBAL[type(m)]  # only forward differs: parameters and buffers stay in place
         return model
 
     def revert(self, model: nn.Module) -> nn.Module:
+        local = {v: k for k, v in GLOBAL.items()}
         for m in model.modules():
-            if type(m) is GlobalBatchNorm2d:
-                m.__class__ = nn.BatchNorm2d
+            if type(m) in local:
+                m.__class__ = local[type(m)]
         return model
 
 

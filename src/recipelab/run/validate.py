@@ -68,7 +68,9 @@ RUN_GROUPS = (
     "logger", "callbacks", "paths", "hydra",
 )  # fmt: skip
 SPECIAL_VALUES = {"data.batch_size": ("full",)}  # values a key takes besides those of its default's type
-OTHER_TYPES = {"model.depth": "a list"}  # one number, or one per stage (the model checks the length)
+# types a key takes besides its default's, checked where it is used: one depth, or one per stage (the model
+# checks the length); Lightning's devices [0, 1], "0,1", "auto" (run.distributed.planned_world_size)
+OTHER_TYPES = {"model.depth": ("a list",), "trainer.devices": ("a list", "a string")}
 
 
 def preflight(argv: list[str], conf_dir: str, config_name: str = "train") -> list[str]:
@@ -200,7 +202,7 @@ def _check_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) ->
         default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         expected = _type_name(default)
-        if default is None or value is None or _type_name(value) in (expected, OTHER_TYPES.get(key)):
+        if default is None or value is None or _type_name(value) in (expected, *OTHER_TYPES.get(key, ())):
             continue
         if value in SPECIAL_VALUES.get(key, ()) or (expected == "a number" and isinstance(value, int)):
             continue
@@ -216,8 +218,8 @@ def _type_name(v) -> str:
 
 
 def _show(v) -> str:
-    if isinstance(v, DictConfig | ListConfig):
-        return OmegaConf.to_yaml(v).strip().replace("\n", " ")
+    if isinstance(v, DictConfig | ListConfig):  # as the command line writes it: [0, 1], {op: flip}
+        return str(OmegaConf.to_container(v)).replace("'", "")
     return repr(v)
 
 
