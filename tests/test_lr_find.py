@@ -34,3 +34,17 @@ def test_lr_find_prints_the_suggestion_and_saves_the_plot(tmp_path):
     assert f"suggested lr: {steepest:.3g}" in proc.stdout
     image = matplotlib.image.imread(run_dir / "lr_find.png")
     assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_lr_find_refuses_fused_seeds_before_any_work(tmp_path):
+    from recipelab.errors import UserError
+    from recipelab.records.folder import CONF_DIR
+    from recipelab.run.validate import preflight
+
+    argv = ["lr_find", f"paths.log_dir={tmp_path}"]
+    assert preflight(argv, CONF_DIR, "lr_find") == argv
+    with pytest.raises(
+        UserError, match=r"^python -m recipelab.lr_find: cannot be used with seeds_per_process=2"
+    ):
+        preflight([*argv, "seeds_per_process=2"], CONF_DIR, "lr_find")  # it ran one range test, silently
+    assert list(tmp_path.iterdir()) == []

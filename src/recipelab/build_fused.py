@@ -54,6 +54,11 @@ def check_fusable(cfg: DictConfig) -> None:
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
     refusals = [
         (
+            "lr_find" in cfg,
+            "python -m recipelab.lr_find",
+            "the range test trains one network, and its suggestion is the recipe's, for every seed",
+        ),
+        (
             cfg.model._target_.endswith("TorchvisionClassifier"),
             f"model={choices.get('model', 'torchvision')}",
             "torchvision's networks are not built by the project's seeded factories",

@@ -147,8 +147,9 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
         if path:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             weights = {n.removeprefix("model."): t for n, t in saved["state_dict"].items()}
+            epoch, step = saved["epoch"], saved["global_step"]
         else:  # no validation ranked a best checkpoint: the last weights, as job._validation_of
-            saved, weights = {"epoch": None, "global_step": None}, copy_weights(run.trainer, run.module, i)
+            weights, epoch, step = copy_weights(run.trainer, run.module, i), None, None
         module.model.load_state_dict(weights)
         if not path or not last_val:  # no checkpoint or no validation: the last one (or none), no pass
             row = last_val
@@ -156,13 +157,12 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
             tester.validate(module, datamodule=run.datamodule, verbose=False)
             row = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("val/")}
         else:  # the validation of the tested checkpoint's step
-            rows = run.history.rows if run.history else []
-            row = copy_row(next((r for r in reversed(rows) if r["step"] == saved["global_step"]), {}), i)
+            row = copy_row((run.history.row_at(step) if run.history else None) or {}, i)
         tester.test(module, datamodule=run.datamodule, verbose=False)
         tested = {k: float(v) for k, v in tester.callback_metrics.items() if k.startswith("test/")}
         record.update(
             train_time_s=train_time,
-            tested_epoch=saved["epoch"],
+            tested_epoch=epoch,
             best_checkpoint=path,
             status="completed",
             metrics={

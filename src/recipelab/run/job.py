@@ -112,8 +112,8 @@ def _validation_of(checkpoint: str, run, last_val: dict, validated: bool = True)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     if not last_val:
         return last_val, saved["epoch"]
-    rows = run.history.rows if run.history is not None and validated else []  # before testing restores
-    row = next((r for r in reversed(rows) if r["step"] == saved["global_step"]), None)
+    # read before testing restores the checkpoint's callbacks' states
+    row = run.history.row_at(saved["global_step"]) if run.history is not None and validated else None
     if row is not None:
         return {k: v for k, v in row.items() if k.startswith("val/")}, saved["epoch"]
     run.trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False)

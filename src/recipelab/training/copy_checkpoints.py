@@ -64,7 +64,7 @@ class CopyCheckpoints(L.Callback):
                 if self.best_paths[i] and self.best_paths[i] != str(path):
                     Path(self.best_paths[i]).unlink(missing_ok=True)
                 self.best[i], self.best_paths[i] = float(value), str(path)
-            save_copy(trainer, pl_module, i, self.configs[i], folder / "last.ckpt")
+            self._save_last(trainer, pl_module, i)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Without validation (``limit_val_batches=0``) a separate run's ModelCheckpoint saves its last
@@ -73,9 +73,12 @@ class CopyCheckpoints(L.Callback):
         ``ModelCheckpoint._should_save_on_train_epoch_end``, private)."""
         if trainer.check_val_every_n_epoch != 1 or sum(trainer.num_val_batches) > 0:
             return
-        for i, folder in enumerate(self.dirpaths):
+        for i in range(len(self.dirpaths)):
             if pl_module.trains(i, trainer.current_epoch):
-                save_copy(trainer, pl_module, i, self.configs[i], folder / "last.ckpt")
+                self._save_last(trainer, pl_module, i)
+
+    def _save_last(self, trainer, pl_module, i: int) -> None:
+        save_copy(trainer, pl_module, i, self.configs[i], self.dirpaths[i] / "last.ckpt")
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_paths": self.best_paths}

@@ -223,6 +223,10 @@ class ValidationHistory(L.Callback):
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         self.rows.append(row)
 
+    def row_at(self, step: int) -> dict | None:
+        """The last validation at ``step`` (the one a checkpoint saved at that step was ranked by)."""
+        return next((r for r in reversed(self.rows) if r["step"] == step), None)
+
     def state_dict(self) -> dict:
         return {"rows": self.rows}
 
