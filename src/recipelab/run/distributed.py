@@ -140,8 +140,10 @@ class _GlobalStats:
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / (n - 1), self.momentum)  # the unbiased variance, as BN keeps
+                # momentum None: the cumulative average (SWA's batch-norm update sets it), as BatchNorm does
+                weight = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, weight)
+                self.running_var.lerp_(var * n / (n - 1), weight)  # the unbiased variance, as BN keeps
         shape = (1, c) + (1,) * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from recipelab.errors import UserError
@@ -108,7 +109,23 @@ def scaled_lr(lr: float, batch_size: int, rule: str = "none", base_batch_size: i
 
 class _LBFGS(torch.optim.LBFGS):
     """torch's LBFGS flattens each gradient with .view(-1), which fails on the channels-last gradients of
-    convolutions (channels_last=true); a contiguous copy has the same logical order."""
+    convolutions (channels_last=true); a contiguous copy has the same logical order.
+
+    Under DDP each process's closure returns its own shard's loss while the gradients are averaged: the
+    line search and the stopping tests compare losses, so the processes would take different numbers of
+    evaluations and wait on each other's gradients forever (a run hung at its first step). The closure's
+    loss is averaged over the processes as the gradients are: every process decides the same."""
+
+    def step(self, closure):
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().step(closure)
+
+        def global_loss():
+            mean = closure().detach().clone()
+            dist.all_reduce(mean)
+            return mean / dist.get_world_size()
+
+        return super().step(global_loss)
 
     def _gather_flat_grad(self):
         for p in self._params:
