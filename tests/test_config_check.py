@@ -55,6 +55,7 @@ BAD = [
     (["trainer=ddp_cpu", "trainer.devices=[0,1,2]", "data.batch_size=128"], "(3 = trainer.devices"),
     (["trainer=ddp_cpu", "trainer.num_nodes=2", "data.batch_size=6"], "(4 = trainer.devices"),
     (["trainer=ddp_cpu", "trainer.devices='0,1,2'", "data.batch_size=128"], "(3 = trainer.devices"),
+    (["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=601"], "data.batch_size=full: under DDP"),
     (["trainer.devices=two"], "trainer.devices='two': must be a count"),
     (["trainer.max_epochs=[1,2]"], "trainer.max_epochs=[1, 2]: must be an integer"),  # a list, as given
     (
@@ -101,7 +102,8 @@ def test_good_configs_pass_unchanged():
     last_of_two = ["train", "model=mlp", "data.train_size=602", "data.batch_size=100"]
     assert preflight(last_of_two, CONF_DIR) == last_of_two
     # under DDP with synchronized batch norm (trainer=ddp's default) the statistics are the global batch's
-    for devices in (["trainer=ddp", "trainer.devices=[0,1]"], ["trainer=gpu", "trainer.devices=auto"]):
+    full = ["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=600"]  # 300 images in each process
+    for devices in (["trainer=ddp", "trainer.devices=[0,1]"], ["trainer=gpu", "trainer.devices=auto"], full):
         assert preflight(["train", *devices], CONF_DIR) == ["train", *devices]  # Lightning's other forms
     for synced in (ONE_EACH, LAST_EACH):
         argv = ["train", *(o for o in synced if o != UNSYNCED[0])]

@@ -88,7 +88,8 @@ class InMemoryDataModule(L.LightningDataModule):
         """Sizes that can be checked from the config alone, before any work (``train_count``: declared);
         returns the smallest training batch an epoch holds in a process (its last may be partial; under DDP
         each of ``world_size`` processes trains on an equal shard), None if unknown."""
-        per_process_batch(batch_size, world_size)
+        if batch_size != "full":  # the whole training set, counted below when it can be
+            per_process_batch(batch_size, world_size)
         if folds is not None:
             if not _integer(folds) or folds < 2:
                 raise UserError(f"data.folds={folds}: must be null or an integer >= 2")
@@ -107,9 +108,14 @@ class InMemoryDataModule(L.LightningDataModule):
             n_train = min(n_train, train_size)
         if _integer(batch_size) and batch_size > n_train:
             raise UserError(f"data.batch_size={batch_size}: must be at most the {n_train} training images")
-        if not _integer(batch_size):
+        if not (_integer(batch_size) or batch_size == "full"):
             return None
-        batch, n = batch_size // world_size, n_train // world_size
+        if batch_size == "full" and n_train % world_size:
+            raise UserError(
+                f"data.batch_size=full: under DDP the {n_train} training images must divide among the "
+                f"{world_size} processes; choose data.train_size"
+            )
+        batch, n = (n_train if batch_size == "full" else batch_size) // world_size, n_train // world_size
         return min(batch, n % batch or batch)
 
     def load(self) -> ImageDataset:
