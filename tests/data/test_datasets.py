@@ -86,6 +86,27 @@ def test_folds_are_disjoint_and_cover_the_training_set():
     assert all(t == set(range(n)) - v for t, v in zip(trains, vals, strict=True))
 
 
+def test_folds_train_on_different_subsets_of_train_size():
+    """With data.train_size each fold trains on that many images from outside its validation fold, as many
+    (within one) from each other fold: the folds' subsets differ (folds 1 and 2 of 3 were the same)."""
+    n, k, size = 30, 3, 8
+
+    def split(fold: int, **subset) -> tuple[set, list]:
+        dm = InMemoryDataModule(lambda root: _dataset(n), folds=k, fold=fold, batch_size=4, **subset)
+        dm.setup()
+        return set(dm.splits["val"][0][:, 0, 0, 0].tolist()), dm.splits["train"][0][:, 0, 0, 0].tolist()
+
+    vals = [split(fold)[0] for fold in range(k)]
+    subsets = []
+    for fold in range(k):
+        val, train = split(fold, train_size=size)
+        assert val == vals[fold] and len(train) == len(set(train)) == size and not val & set(train)
+        taken = [len(set(train) & v) for i, v in enumerate(vals) if i != fold]
+        assert taken == [size // (k - 1)] * (k - 1), taken
+        subsets.append(frozenset(train))
+    assert len(set(subsets)) == k
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [

@@ -166,8 +166,13 @@ class InMemoryDataModule(L.LightningDataModule):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         if self.folds:
             parts = perm.tensor_split(self.folds)
-            val = parts[self.fold]
-            return torch.cat([p for i, p in enumerate(parts) if i != self.fold]), val
+            others = [p for i, p in enumerate(parts) if i != self.fold]
+            if not self.train_size:
+                return torch.cat(others), parts[self.fold]
+            # the first train_size images come from every other fold in turn: taken in fold order, every
+            # fold but the first would train on the first fold's images, the same subset
+            turn = torch.cat([torch.arange(len(p)) * len(others) + j for j, p in enumerate(others)])
+            return torch.cat(others)[turn.argsort()], parts[self.fold]
         return perm[self.val_size :], perm[: self.val_size]
 
     @property
