@@ -86,6 +86,18 @@ def test_folds_are_disjoint_and_cover_the_training_set():
     assert all(t == set(range(n)) - v for t, v in zip(trains, vals, strict=True))
 
 
+def test_the_preflight_counts_each_fold_s_training_images():
+    """23 images in 5 folds: the first three hold 5, so their runs train on 18, the others on 19."""
+    n, k = 23, 5
+    for fold in range(k):
+        dm = InMemoryDataModule(lambda root: _dataset(n), folds=k, fold=fold, batch_size=4)
+        dm.setup()
+        sizes = {"train_count": n, "folds": k, "fold": fold}
+        assert InMemoryDataModule.check_sizes(batch_size=dm.num_train, **sizes) == dm.num_train
+        with pytest.raises(UserError, match=f"must be at most the {dm.num_train} training images"):
+            InMemoryDataModule.check_sizes(batch_size=dm.num_train + 1, **sizes)
+
+
 def test_folds_train_on_different_subsets_of_train_size():
     """With data.train_size each fold trains on that many images from outside its validation fold, as many
     (within one) from each other fold: the folds' subsets differ (folds 1 and 2 of 3 were the same)."""

@@ -103,7 +103,8 @@ class InMemoryDataModule(L.LightningDataModule):
             return None
         if folds is None and not 0 < val_size < train_count:
             raise UserError(f"data.val_size={val_size}: must be in [1, {train_count})")
-        n_train = train_count - (train_count // folds if folds else val_size)
+        # fold i's size as tensor_split cuts it (split): the first train_count % folds folds hold one more
+        n_train = train_count - (train_count // folds + (fold < train_count % folds) if folds else val_size)
         if train_size is not None:
             n_train = min(n_train, train_size)
         if _integer(batch_size) and batch_size > n_train:
