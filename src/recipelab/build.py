@@ -20,13 +20,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from recipelab.data import InMemoryDataModule, build_augmentation
-from recipelab.data.datamodule import per_process_batch
+from recipelab.data.shards import per_process_batch, planned_world_size
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
 from recipelab.models.norm import check_batch_of_one
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
-from recipelab.run.distributed import planned_world_size
 from recipelab.training import (
     RecipeModule,
     Regularizer,

@@ -15,23 +15,12 @@ import torch
 
 from recipelab.data.dataset import ImageDataset
 from recipelab.data.memory import TensorBatchLoader, prepare_batch
+from recipelab.data.shards import per_process_batch
 from recipelab.errors import UserError
 
 
 def _integer(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def per_process_batch(batch_size, world_size: int):
-    """``data.batch_size`` is the global batch: under DDP each of ``world_size`` processes takes a share."""
-    if world_size == 1:
-        return batch_size
-    if not isinstance(batch_size, int) or batch_size % world_size:
-        raise UserError(
-            f"data.batch_size={batch_size}: under DDP it must be an integer divisible by the number of "
-            f"processes ({world_size} = trainer.devices x trainer.num_nodes)"
-        )
-    return batch_size // world_size
 
 
 class InMemoryDataModule(L.LightningDataModule):

@@ -23,10 +23,7 @@ from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from omegaconf import ListConfig
 from torch import nn
-
-from recipelab.errors import UserError
 
 # what the launcher sets in this process's environment for its ranks; a sweep's next job must start without
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
@@ -93,25 +90,6 @@ class JobLauncher(_SubprocessScriptLauncher):
             proc = subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}, cwd=cwd)
             self.procs.append(proc)
             _children.append(proc)
-
-
-def planned_world_size(trainer) -> int | None:
-    """The processes a trainer config starts, trainer.devices x trainer.num_nodes, as Lightning counts the
-    devices (a count, a list, or a string "2" or "0,1"); None where the machine decides ("auto", -1)."""
-    devices = trainer.get("devices", "auto")
-    if isinstance(devices, str):
-        given, devices = devices, devices.replace(" ", "")
-        if "," in devices or devices.isdigit():
-            devices = [d for d in devices.split(",") if d] if "," in devices else int(devices)
-        elif devices not in ("auto", "-1"):
-            raise UserError(f"trainer.devices={given!r}: must be a count, a list of indices, '0,1' or 'auto'")
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
-        count = devices
-    elif isinstance(devices, list | tuple | ListConfig):
-        count = len(devices)
-    else:
-        return None
-    return count * int(trainer.get("num_nodes", 1) or 1)
 
 
 class _GlobalStats:

@@ -69,7 +69,7 @@ RUN_GROUPS = (
 )  # fmt: skip
 SPECIAL_VALUES = {"data.batch_size": ("full",)}  # values a key takes besides those of its default's type
 # types a key takes besides its default's, checked where it is used: one depth, or one per stage (the model
-# checks the length); Lightning's devices [0, 1], "0,1", "auto" (run.distributed.planned_world_size)
+# checks the length); Lightning's devices [0, 1], "0,1", "auto" (data.shards.planned_world_size)
 OTHER_TYPES = {"model.depth": ("a list",), "trainer.devices": ("a list", "a string")}
 
 
