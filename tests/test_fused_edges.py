@@ -8,10 +8,14 @@ with one line saying where each seed's are."""
 import json
 
 import pytest
+from lightning.pytorch.accelerators import CPUAccelerator
 
+from recipelab.build_fused import build_fused_run
+from recipelab.errors import UserError
 from tests.conftest import train_cli
 from tests.test_evaluate import evaluate_cli
 from tests.test_fused_runs import SMALL
+from tests.training.composed import compose_train
 
 
 def _sweep(tmp_path, name: str, *extra: str):
@@ -51,3 +55,12 @@ def test_a_fused_chunk_without_validation_tests_each_seeds_last_weights_as_its_s
         assert proc.returncode == 2, proc.stderr[-2000:]
         (line,) = proc.stderr.strip().splitlines()
         assert "a fused chunk's checkpoint (seeds_per_process=2)" in line and "its job folder" in line
+
+
+def test_devices_auto_that_starts_several_processes_is_refused_before_training(tmp_path, monkeypatch):
+    """``trainer.devices=auto`` passes the preflight (the machine decides); on a machine where it means
+    several devices, and so DDP, the chunk is refused once the Trainer has counted them."""
+    monkeypatch.setattr(CPUAccelerator, "auto_device_count", staticmethod(lambda: 2))
+    cfg = compose_train("seeds_per_process=2", "trainer.devices=auto", "logger=csv")
+    with pytest.raises(UserError, match=r"^trainer.devices=auto: .*seeds_per_process=2: 2 processes"):
+        build_fused_run(cfg, [1, 2], [tmp_path / "1", tmp_path / "2"])

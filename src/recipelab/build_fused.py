@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from recipelab import build
 from recipelab.data import build_augmentation
 from recipelab.data.fused import FusedDataModule
+from recipelab.data.shards import planned_world_size
 from recipelab.errors import UserError
 from recipelab.models.seed_stack import SeedStack
 from recipelab.training import RecipeModule, quiet
@@ -45,6 +46,7 @@ CHUNK_CALLBACKS = (
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.callbacks.TQDMProgressBar",
 )
+NO_DDP = "DDP is not supported with fused seeds"
 
 
 def check_fusable(cfg: DictConfig) -> None:
@@ -80,9 +82,9 @@ def check_fusable(cfg: DictConfig) -> None:
             "(trainer.gradient_clip_algorithm=value clips each value and is allowed)",
         ),
         (
-            cfg.trainer.get("devices") not in (1, "auto", None) or cfg.trainer.get("num_nodes", 1) != 1,
+            planned_world_size(cfg.trainer) not in (1, None),  # None: "auto", checked in build_fused_run
             "trainer.devices",
-            "DDP is not supported with fused seeds",
+            NO_DDP,
         ),
         (cfg.get("seeds_per_trial", 1) > 1, "seeds_per_trial", "give a trial's seeds to seeds_per_process"),
         (bool(cfg.compile), "compile", "not supported with fused seeds"),
@@ -173,6 +175,11 @@ def build_fused_run(cfg: DictConfig, seeds: list[int], out_dirs: list[Path], **t
         [] if "callbacks" in trainer_overrides else build_chunk_callbacks(cfg, configs, out_dirs, loggers)
     )
     trainer = build.build_trainer(cfg, module, callbacks, loggers, **trainer_overrides)
+    if trainer.world_size != 1:  # trainer.devices=auto on a machine of several devices
+        raise UserError(
+            f"trainer.devices={cfg.trainer.devices}: cannot be used with seeds_per_process={len(seeds)}: "
+            f"{trainer.world_size} processes; {NO_DDP}"
+        )
     return FusedRun(datamodule, module, trainer, callbacks, copies, configs)
 
 

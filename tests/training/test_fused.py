@@ -129,6 +129,7 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("scheduler=plateau", "scheduler=plateau"),
         ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
         ("trainer.devices=2", "trainer.devices"),
+        ("trainer.devices=[0,1]", "trainer.devices"),
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=time_points +callbacks.members.every_n_train_steps=10", "callbacks.members"),
@@ -148,6 +149,9 @@ def test_what_cannot_be_fused_is_refused_naming_the_key(override, key):
             "seeds_per_process=2", "trainer.gradient_clip_val=1.0", "+trainer.gradient_clip_algorithm=value"
         )
     )
+    check_fusable(
+        compose_train("seeds_per_process=2", "trainer.devices='1'")
+    )  # one device, as Lightning reads it
 
 
 @pytest.mark.parametrize(
