@@ -113,8 +113,9 @@ class _LBFGS(torch.optim.LBFGS):
 
     Under DDP each process's closure returns its own shard's loss while the gradients are averaged: the
     line search and the stopping tests compare losses, so the processes would take different numbers of
-    evaluations and wait on each other's gradients forever (a run hung at its first step). The closure's
-    loss is averaged over the processes as the gradients are: every process decides the same."""
+    evaluations and wait on each other's gradients forever (a 2-process run stopped using the CPU in its
+    first epoch and never ended). The closure's loss is averaged over the processes as the gradients are:
+    every process decides the same."""
 
     def step(self, closure):
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
