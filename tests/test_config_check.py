@@ -52,9 +52,13 @@ BAD = [
         ["trainer=ddp_cpu", "data.batch_size=3"],
         "data.batch_size=3: under DDP it must be an integer divisible",
     ),
-    (["trainer=ddp_cpu", "trainer.devices=[0,1,2]", "data.batch_size=128"], "(3 = trainer.devices"),
+    (["trainer=ddp", "trainer.devices=[0,1,2]", "data.batch_size=128"], "(3 = trainer.devices"),
     (["trainer=ddp_cpu", "trainer.num_nodes=2", "data.batch_size=6"], "(4 = trainer.devices"),
-    (["trainer=ddp_cpu", "trainer.devices='0,1,2'", "data.batch_size=128"], "(3 = trainer.devices"),
+    (["trainer=ddp", "trainer.devices='0,1,2'", "data.batch_size=128"], "(3 = trainer.devices"),
+    # Lightning's CPU accelerator takes a count only: its own error came after the run folder was made
+    (["trainer.devices=[0]"], "trainer.devices=[0]: on the CPU (trainer.accelerator=cpu) it is a count"),
+    (["trainer=ddp_cpu", "trainer.devices='0,1'"], "trainer.devices='0,1': on the CPU"),
+    (["trainer.devices=-1"], "trainer.devices=-1: on the CPU"),
     (["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=601"], "data.batch_size=full: under DDP"),
     (["trainer.devices=two"], "trainer.devices='two': must be a count"),
     (["trainer.max_epochs=[1,2]"], "trainer.max_epochs=[1, 2]: must be an integer"),  # a list, as given
@@ -103,7 +107,13 @@ def test_good_configs_pass_unchanged():
     assert preflight(last_of_two, CONF_DIR) == last_of_two
     # under DDP with synchronized batch norm (trainer=ddp's default) the statistics are the global batch's
     full = ["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=600"]  # 300 images in each process
-    for devices in (["trainer=ddp", "trainer.devices=[0,1]"], ["trainer=gpu", "trainer.devices=auto"], full):
+    for devices in (
+        ["trainer=ddp", "trainer.devices=[0,1]"],
+        ["trainer=gpu", "trainer.devices=auto"],
+        ["trainer=ddp_cpu", "trainer.devices='2'"],
+        ["trainer.devices=auto"],
+        full,
+    ):
         assert preflight(["train", *devices], CONF_DIR) == ["train", *devices]  # Lightning's other forms
     for synced in (ONE_EACH, LAST_EACH):
         argv = ["train", *(o for o in synced if o != UNSYNCED[0])]

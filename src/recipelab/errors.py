@@ -2,9 +2,18 @@
 
 import signal
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 
 class UserError(Exception):
     """Bad input found before any work started (config value, missing data, missing checkpoint): exit 2."""
+
+
+def shown(value) -> str:
+    """A config value in an error line as the command line writes it: [0, 1], {op: flip}, 'two'."""
+    if isinstance(value, DictConfig | ListConfig):
+        return str(OmegaConf.to_container(value)).replace("'", "")
+    return repr(value)
 
 
 class Diverged(RuntimeError):

@@ -129,7 +129,7 @@ def test_a_chunk_whose_copies_all_diverge_ends_diverged(tmp_path: Path):
         ("scheduler=plateau", "scheduler=plateau"),
         ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
         ("trainer.devices=2", "trainer.devices"),
-        ("trainer.devices=[0,1]", "trainer.devices"),
+        ("trainer=ddp trainer.devices=[0,1]", "trainer.devices"),
         ("compile=true", "compile"),
         ("whiten.kernel=2", "whiten.kernel"),
         ("callbacks=time_points +callbacks.members.every_n_train_steps=10", "callbacks.members"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import ListConfig
 
-from recipelab.errors import UserError
+from recipelab.errors import UserError, shown
 
 
 def planned_world_size(trainer) -> int | None:
@@ -18,6 +18,13 @@ def planned_world_size(trainer) -> int | None:
             devices = [d for d in devices.split(",") if d] if "," in devices else int(devices)
         elif devices not in ("auto", "-1"):
             raise UserError(f"trainer.devices={given!r}: must be a count, a list of indices, '0,1' or 'auto'")
+    if trainer.get("accelerator") == "cpu" and not (
+        devices == "auto" or isinstance(devices, int) and devices > 0
+    ):
+        raise UserError(  # Lightning's CPU accelerator takes a count of processes only
+            f"trainer.devices={shown(trainer.get('devices'))}: on the CPU (trainer.accelerator=cpu) it is a "
+            "count of processes or 'auto'"
+        )
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         count = devices
     elif isinstance(devices, list | tuple | ListConfig):

@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 
-from recipelab.errors import UserError
+from recipelab.errors import UserError, shown
 from recipelab.run import resume
 from recipelab.run.argv import config_dirs, split_argv
 from recipelab.run.compose import compose_job
@@ -206,7 +206,7 @@ def _check_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) ->
             continue
         if value in SPECIAL_VALUES.get(key, ()) or (expected == "a number" and isinstance(value, int)):
             continue
-        raise UserError(f"{key}={_show(value)}: must be {expected} (the default is {_show(default)})")
+        raise UserError(f"{key}={shown(value)}: must be {expected} (the default is {shown(default)})")
 
 
 TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", ListConfig | list: "a list"}
@@ -215,12 +215,6 @@ TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", ListC
 def _type_name(v) -> str:
     mapping = "a mapping" if isinstance(v, DictConfig | dict) else "a string"
     return next((name for kind, name in TYPE_NAMES.items() if isinstance(v, kind)), mapping)
-
-
-def _show(v) -> str:
-    if isinstance(v, DictConfig | ListConfig):  # as the command line writes it: [0, 1], {op: flip}
-        return str(OmegaConf.to_container(v)).replace("'", "")
-    return repr(v)
 
 
 def _leaves(node, prefix: str = ""):
