@@ -88,3 +88,16 @@ def test_a_swa_run_records_the_validation_of_the_average_it_tests(tmp_path):
         assert result["metrics"][f"val/{key}"] == pytest.approx(
             record["metrics"][f"val/{recorded}"], abs=1e-5
         )
+
+
+def test_a_swa_run_with_batch_norm_records_the_epochs_it_trained(tmp_path):
+    """With batch norm, Lightning's SWA adds an epoch of forward passes after the last (the average's
+    statistics, then its validation) and steps no optimizer in it: the record counts the epochs trained, as
+    the steps do (the report's images/s divide by them), and tests the average as of the last of them."""
+    small = ("model=mlp", "data.train_size=600", "data.batch_size=100", "trainer.max_epochs=3")
+    run = train_cli(tmp_path, "trainer.precision=32-true", "callbacks=swa", *small)
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    record = run.metrics()
+    assert record["steps"] == 3 * 600 // 100  # trainer.max_epochs epochs of optimizer steps
+    assert (record["epochs"], record["tested_epoch"]) == (record["steps"] // 6, 2)
+    assert [row["epoch"] for row in record["history"]] == [0, 1, 2, 3]  # 3: the average's validation

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipelab.build_fused import FusedRun, build_fused_run
 from recipelab.errors import Interrupted
 from recipelab.records import tracking
-from recipelab.run.job import remove_stale_files, stopped
+from recipelab.run.job import remove_stale_files, stopped, trained_epochs
 from recipelab.run.resume import override_key
 from recipelab.training.copy_checkpoints import CopyCheckpoints, copy_weights, save_copy
 
@@ -95,7 +95,9 @@ def train_fused(cfg: DictConfig, members: list[tuple[int, Path]]) -> list[dict]:
         for i, (record, own) in enumerate(zip(records, run.configs, strict=True)):
             diverged, stop = module.diverged.get(i), module.stopped.get(i)  # where its separate run ended
             record["history"] = copy_history(rows, i, diverged, stop)
-            record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+            record.update(
+                epochs=trained_epochs(trainer, cfg.trainer.get("max_epochs")), steps=trainer.global_step
+            )
             if diverged:
                 record.update(status="diverged", diverged={k: diverged[k] for k in ("step", "lr", "loss")})
                 record["epochs"], record["steps"] = diverged.get("found", (record["epochs"], record["steps"]))
@@ -148,6 +150,8 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
             saved = torch.load(path, map_location="cpu", weights_only=True)
             weights = {n.removeprefix("model."): t for n, t in saved["state_dict"].items()}
             epoch, step = saved["epoch"], saved["global_step"]
+            if swa:  # as job.train: the average as the last training epoch ends
+                epoch = trained_epochs(run.trainer, run.configs[i].trainer.get("max_epochs")) - 1
         else:  # no validation ranked a best checkpoint: the last weights, as job._validation_of
             weights, epoch, step = copy_weights(run.trainer, run.module, i), None, None
         module.model.load_state_dict(weights)
