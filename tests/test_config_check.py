@@ -61,6 +61,11 @@ BAD = [
     (["trainer.devices=-1"], "trainer.devices=-1: on the CPU"),
     (["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=601"], "data.batch_size=full: under DDP"),
     (["trainer.devices=two"], "trainer.devices='two': must be a count"),
+    # Lightning's own errors came after the run folder was made: a seed numpy refuses, and max_epochs=null
+    # with max_steps (the schedule's length read an epoch's batches before Lightning had counted them)
+    (["seed=-1"], "seed=-1: must be an integer in [0, 2^32)"),
+    (["seed=4294967296"], "seed=4294967296: must be an integer in [0, 2^32)"),
+    (["trainer.max_epochs=null", "+trainer.max_steps=4"], "trainer.max_epochs=null: must be an integer >= 1"),
     (["trainer.max_epochs=[1,2]"], "trainer.max_epochs=[1, 2]: must be an integer"),  # a list, as given
     (
         ONE_EACH := ["trainer=ddp_cpu", "model=mlp", UNSYNCED[0], "data.batch_size=2"],

@@ -52,7 +52,9 @@ RULES = {
     "data.batch_size": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1 or 'full'"),
     "data.eval_batch_size": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "data.train_size": _rule(lambda v: v >= 1 and v == int(v), "null or an integer >= 1"),
-    "trainer.max_epochs": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    # null too: Lightning would train by trainer.max_steps alone, before it counts an epoch's batches
+    "trainer.max_epochs": lambda v: None if _number(v) and v >= 1 and v == int(v) else "an integer >= 1",
+    "seed": _rule(lambda v: 0 <= v < 2**32 and v == int(v), "an integer in [0, 2^32) (numpy's seeds)"),
     "trainer.accumulate_grad_batches": _rule(lambda v: v >= 1 and v == int(v), "an integer >= 1"),
     "trainer.gradient_clip_val": _rule(lambda v: v >= 0, "null or >= 0"),
     "scheduler.build.pct_start": _rule(lambda v: 0 < v < 1, "in (0, 1)"),
@@ -156,7 +158,7 @@ def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
     for key, value in _leaves(cfg):
         for pattern, rule in RULES.items():
             if fnmatch.fnmatchcase(key, pattern) and (allowed := rule(value)):
-                raise UserError(f"{key}={value}: must be {allowed}")
+                raise UserError(f"{key}={'null' if value is None else value}: must be {allowed}")
         if _number(value) and not math.isfinite(value):
             raise UserError(f"{key}={value}: must be a finite number")
         if key.endswith("._target_"):
