@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from recipelab.records.folder import CONF_DIR
 from recipelab.run.validate import preflight
+from recipelab.training.optim import scaled_lr
 from tests.conftest import ROOT
 from tests.training.composed import compose_train, flat_config
 
@@ -127,10 +128,16 @@ def test_every_claim_has_its_make_target():
 
 
 def test_the_gpu_recipe_is_fashion_fast_at_batch_1024_compiled_on_a_gpu():
-    """Every key as fashion_fast's but the ones its header names (no GPU here: its tuning is open)."""
+    """Every key as fashion_fast's but the ones its header names (its lr and epochs tuned on the CPU)."""
     cpu, gpu = (flat_config(compose_train(f"experiment={e}")) for e in ("fashion_fast", "fashion_fast_gpu"))
     changed = {k for k in gpu if gpu[k] != cpu.get(k)}
-    assert changed == {"name", "data.batch_size", "param_groups.lr_scaling", "trainer.accelerator", "compile"}
+    assert changed == {
+        "name", "data.batch_size", "param_groups.lr_scaling", "trainer.accelerator", "compile",
+        "optimizer.lr", "trainer.max_epochs",
+    }  # fmt: skip
+    assert scaled_lr(
+        gpu["optimizer.lr"], gpu["data.batch_size"], gpu["param_groups.lr_scaling"]
+    ) == pytest.approx(1.2)
     assert gpu["trainer.devices"] == 1 and gpu["param_groups.base_batch_size"] == 256
     argv = ["train", "experiment=fashion_fast_gpu", "paths.log_dir=unused"]
     assert preflight(argv, CONF_DIR) == argv
