@@ -154,7 +154,7 @@ class _Payload:
 def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, evil)
-    with pytest.raises(UserError, match="would run code"):
+    with pytest.raises(UserError, match=r"evil\.ckpt: refused, loading it would run code \(io\.open\)$"):
         load_checkpoint(evil)
     assert not marker.exists()
     proc = ensemble_cli(f"source=[{evil}]", "log_wandb=false")
@@ -171,6 +171,12 @@ def test_corrupt_checkpoint_is_named(seed_sweep, tmp_path):
     broken.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(UserError, match=r"broken\.ckpt: corrupt or truncated"):
         load_checkpoint(broken)
+    json = tmp_path / "metrics.json"  # not a checkpoint: named so, not as a file that would run code
+    json.write_text('{"status": "completed"}')
+    with pytest.raises(
+        UserError, match=r"metrics\.json: corrupt or not a checkpoint \(Unsupported operand 123\)$"
+    ):
+        load_checkpoint(json)
 
 
 def test_snapshot_training_keeps_one_checkpoint_per_cycle_at_its_lowest_rate(tmp_path):

@@ -10,6 +10,7 @@ built (model, data, normalization, regularization) must come from that part's ow
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -45,16 +46,22 @@ class Member:
         return flip, self.config.get("tta_shift", 0) if shift is None else shift
 
 
-def load_checkpoint(path) -> dict:
-    """A checkpoint's contents, loaded without running any code it may carry."""
+def load_checkpoint(path, mmap: bool = False) -> dict:
+    """A checkpoint's contents, loaded without running any code it may carry (``mmap``: its tensors mapped
+    from the file, not read)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path}: refused, loading it would run code ({reason})") from None
+        # torch's message wraps its reason in advice on loading anyway: the reason is the global that
+        # loading would import and call, else what its unpickler could not read (a file of another kind)
+        if named := re.search(r"GLOBAL ([\w.]+)", str(err)):
+            raise UserError(f"checkpoint {path}: refused, loading it would run code ({named[1]})") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = lines[-2] if len(lines) > 2 else type(err).__name__
+        raise UserError(f"checkpoint {path}: corrupt or not a checkpoint ({reason})") from None
     except Exception as err:  # torch raises RuntimeError, EOFError, zip errors… for damaged files
         raise UserError(f"checkpoint {path}: corrupt or truncated ({type(err).__name__})") from None
 
