@@ -23,6 +23,7 @@ from recipelab.data import InMemoryDataModule, build_augmentation
 from recipelab.data.shards import per_process_batch, planned_world_size
 from recipelab.errors import UserError
 from recipelab.models import NormSpec
+from recipelab.models.blocks import check_cpu_convolutions
 from recipelab.models.norm import check_batch_of_one
 from recipelab.models.whiten import Whitening, attach_whitening, dirac_init
 from recipelab.records import tracking
@@ -233,6 +234,9 @@ def check_parts(cfg: DictConfig) -> torch.nn.Module:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     smallest = InMemoryDataModule.check_sizes(**data, world_size=world)
     check_batch_of_one(model, cfg.data, smallest, world, synced=bool(cfg.trainer.get("sync_batchnorm")))
+    check_cpu_convolutions(
+        model, cfg.channels_last, cfg.trainer.get("accelerator"), cfg.trainer.get("precision")
+    )
     if cfg.get("seeds_per_process", 1) > 1:
         from recipelab.build_fused import check_fusable  # the fused chunk's parts load only when asked
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from recipelab.errors import UserError
 from recipelab.models.dropconnect import drop_connect
 from recipelab.models.norm import NormSpec
 
@@ -92,3 +93,23 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         return image_size, image_size
     height, width = image_size
     return int(height), int(width)
+
+
+def check_cpu_convolutions(model: nn.Module, channels_last: bool, accelerator, precision) -> None:
+    """Refuse what torch 2.14.1 cannot train on the CPU: the fp32 backward of a 1x1 stride-2 convolution
+    in channels-last with fewer than 8 input channels (a ResNet's shortcut at ``model.width`` < 8) crashed
+    (segfault, bus error) in one thread and hung, spinning, in two, on 2 AVX2 cores (oneDNN 3.12);
+    8 channels and more, the contiguous layout and bf16 autocast trained. An upstream fault, oneDNN issue
+    #6035 (open: the AVX2 1x1 kernel's weight gradient writes past its workspace when the input channels
+    are fewer than its block of 8; on another machine it gives wrong gradients without a crash): refused
+    here so that a run fails in one line, not in a hang or silently."""
+    fp32 = "16" not in str(precision)
+    if not (channels_last and accelerator == "cpu" and fp32):
+        return
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (2, 2) and m.in_channels < 8:
+            raise UserError(
+                f"channels_last=true: torch's CPU backward of model.{name} (a 1x1 stride-2 convolution of "
+                f"{m.in_channels} channels, fewer than 8) in channels-last crashes or hangs; use "
+                "channels_last=false or more channels (model.width>=8)"
+            )
