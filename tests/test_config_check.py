@@ -61,6 +61,12 @@ BAD = [
     (["trainer.devices=-1"], "trainer.devices=-1: on the CPU"),
     (["trainer=ddp_cpu", "data.batch_size=full", "data.train_size=601"], "data.batch_size=full: under DDP"),
     (["trainer.devices=two"], "trainer.devices='two': must be a count"),
+    (["launcher=slurm", "trainer=ddp", "trainer.devices=[0,1]"], "hydra.launcher.tasks_per_node: does not"),
+    (
+        ["model=resnet", "model.width=4", "trainer=cpu"],
+        "model.stages.1.0.shortcut (a 1x1 stride-2 convolution of 4",
+    ),
+    (["launcher=slurm", "trainer=ddp", "trainer.devices=auto"], "Value 'auto' of type 'str' could not be"),
     # Lightning's own errors came after the run folder was made: a seed numpy refuses, and max_epochs=null
     # with max_steps (the schedule's length read an epoch's batches before Lightning had counted them)
     (["seed=-1"], "seed=-1: must be an integer in [0, 2^32)"),
@@ -117,6 +123,10 @@ def test_good_configs_pass_unchanged():
         ["trainer=gpu", "trainer.devices=auto"],
         ["trainer=ddp_cpu", "trainer.devices='2'"],
         ["trainer.devices=auto"],
+        ["launcher=slurm", "trainer=ddp", "trainer.devices='2'"],
+        ["model=resnet", "model.width=4", "trainer=cpu", "channels_last=false"],  # torch's kernel that works
+        ["model=resnet", "model.width=4"],  # bf16 autocast (trainer=default)
+        ["model=resnet", "model.width=8", "trainer=cpu"],
         full,
     ):
         assert preflight(["train", *devices], CONF_DIR) == ["train", *devices]  # Lightning's other forms

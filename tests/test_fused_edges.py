@@ -3,7 +3,8 @@ the last epoch) ends as its separate runs end: each seed tested on its last weig
 and the last checkpoint where the separate run's ModelCheckpoint leaves one. Before, the chunk trained to
 the end, then failed every seed (it looked for a best checkpoint that no validation had ranked). The
 chunk's own checkpoint (its k copies stacked, which resumes it) given to evaluate or ensemble is refused
-with one line saying where each seed's are."""
+with one line saying where each seed's are. A fused sweep stopped by a signal resumes its chunk when its
+command is run again, in its jobs' own folders, and ends where the sweep never stopped ends."""
 
 import json
 
@@ -15,6 +16,7 @@ from recipelab.errors import UserError
 from tests.conftest import train_cli
 from tests.test_evaluate import evaluate_cli
 from tests.test_fused_runs import SMALL
+from tests.test_resume import EXACT
 from tests.training.composed import compose_train
 
 
@@ -64,3 +66,22 @@ def test_devices_auto_that_starts_several_processes_is_refused_before_training(t
     cfg = compose_train("seeds_per_process=2", "trainer.devices=auto", "logger=csv")
     with pytest.raises(UserError, match=r"^trainer.devices=auto: .*seeds_per_process=2: 2 processes"):
         build_fused_run(cfg, [1, 2], [tmp_path / "1", tmp_path / "2"])
+
+
+@pytest.mark.slow
+def test_a_fused_sweep_stopped_by_a_signal_resumes_its_chunk_when_run_again(tmp_path):
+    stop = ["+callbacks.sig._target_=tests.helpers.SignalAtStep", "+callbacks.sig.step=9"]
+    sweep = ["-m", *EXACT, "seed=1,2", "seeds_per_process=2", "logger=csv", *stop]
+    args = [*sweep, "+callbacks.sig.signal=SIGINT", f"hydra.sweep.dir={tmp_path / 'cut'}"]
+    cut = train_cli(tmp_path / "logs", *args, quick=False)
+    assert cut.proc.returncode == 130, cut.proc.stderr[-3000:]
+    records = [json.loads((tmp_path / "cut" / job / "metrics.json").read_text()) for job in ("0", "1")]
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"]
+    again = train_cli(tmp_path / "logs", *args, quick=False)  # the same command: step 9 lies behind it
+    assert again.proc.returncode == 0 and "chunk 0, 1: resuming from" in again.proc.stdout, again.proc.stderr
+    never = [*sweep, "+callbacks.sig.signal=SIGINT", "+callbacks.sig.at_seed=-1", "+callbacks.sig.run_seed=1"]
+    straight = train_cli(tmp_path / "logs", *never, f"hydra.sweep.dir={tmp_path / 'straight'}", quick=False)
+    assert straight.proc.returncode == 0, straight.proc.stderr[-3000:]
+    for job in ("0", "1"):
+        a, b = (json.loads((tmp_path / f / job / "metrics.json").read_text()) for f in ("straight", "cut"))
+        assert b["status"] == "completed" and b["metrics"] == a["metrics"]  # bit for bit

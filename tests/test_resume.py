@@ -9,12 +9,14 @@ import lightning as L
 import pytest
 import torch
 
+from recipelab.build import build_model
 from recipelab.data import TensorBatchLoader, build_augmentation
 from recipelab.errors import UserError
 from recipelab.records.folder import CONF_DIR
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.run.validate import preflight
 from tests.conftest import fashion_dm, train_cli
+from tests.training.composed import compose_train
 
 # 2 epochs of 6 batches, a step checkpoint every 2 steps; dropout and augmentation draw random numbers.
 EXACT = [
@@ -76,10 +78,12 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert last.summary["test/acc"] == expected["metrics"]["test/acc"]
 
 
-def _fake_run(logs, when, name, overrides):
+def _fake_run(logs, when, name, overrides, saved=("optimizer_states", "loops")):
+    """A run folder whose last.ckpt holds the default network's weights and the ``saved`` keys (empty)."""
     run_dir = logs / "runs" / when / f"10-00-00_{name}"
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    weights = {f"model.{k}": v for k, v in build_model(compose_train()).state_dict().items()}
+    torch.save({"state_dict": weights, **dict.fromkeys(saved, {})}, run_dir / "checkpoints" / "last.ckpt")
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     return run_dir
@@ -102,6 +106,44 @@ def test_resume_and_ckpt_path_last_continue_in_the_run_folder(tmp_path):
     assert argv == ["train", "seed=6", "trainer.max_epochs=3", "trainer.max_epochs=5", *continued(new)]
     with pytest.raises(UserError, match="resume="):
         preflight(["train", f"resume={tmp_path}"], CONF_DIR)
+    # a sweep's chunk of fused seeds resumes with its sweep (its seeds' folders are the sweep's jobs)
+    chunk = _fake_run(
+        logs, "2026-01-04", "chunk", ["seeds_per_process=2", "+chunk_seeds=[1,2]", "+chunk_jobs=[0,1]"]
+    )
+    with pytest.raises(UserError, match="a chunk of a sweep's fused seeds; re-run the sweep's command"):
+        preflight(["train", f"resume={chunk}"], CONF_DIR)
+
+
+def test_a_checkpoint_training_cannot_resume_from_is_refused_before_the_folder_is_touched(tmp_path):
+    # a fused seed's folder (seeds_per_process): its checkpoints hold weights only; resuming it failed
+    # inside Lightning after Hydra had reused the folder, and the failed run's record replaced its own
+    seed = _fake_run(tmp_path / "logs", "2026-01-01", "fused", ["seed=2"], saved=("epoch",))
+    (seed / "metrics.json").write_text('{"status": "completed"}')
+    run = train_cli(tmp_path / "logs", f"resume={seed}", "trainer.max_epochs=3")
+    last = run.proc.stderr.strip().splitlines()[-1]
+    assert run.proc.returncode == 2 and "training cannot resume from it (no optimizer_states, loops)" in last
+    assert (seed / "metrics.json").read_text() == '{"status": "completed"}'
+    assert sorted(p.name for p in seed.iterdir()) == [".hydra", "checkpoints", "metrics.json"]
+    (tmp_path / "notes.json").write_text("{}")  # not a checkpoint at all
+    with pytest.raises(UserError, match=r"notes\.json: corrupt"):
+        preflight(["train", f"ckpt_path={tmp_path / 'notes.json'}"], CONF_DIR)
+
+
+def test_resuming_with_another_network_is_refused_and_leaves_the_run_as_it_was(tmp_path):
+    # it failed in Lightning's load_state_dict, after Hydra had rewritten .hydra/overrides.yaml with the
+    # new network (every later resume of the folder then failed too) and the record had become `failed`
+    run = train_cli(tmp_path, "model=mlp", "model.hidden=[16]", "logger=csv")
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    (folder,) = (tmp_path / "runs").glob("*/*")
+    kept = {p: p.read_bytes() for p in (folder / "metrics.json", folder / ".hydra" / "overrides.yaml")}
+    other = train_cli(tmp_path, f"resume={folder}", "model.hidden=[32]", "trainer.max_epochs=2")
+    last = other.proc.stderr.strip().splitlines()[-1]
+    assert (
+        other.proc.returncode == 2
+        and "its network is not the run's (model.features.0.0.weight: (16, 784)" in last
+    )
+    assert {p: p.read_bytes() for p in kept} == kept
+    preflight(["train", f"resume={folder}", "trainer.max_epochs=2"], CONF_DIR)  # its own network passes
 
 
 def test_resumed_loader_continues_the_uninterrupted_order():

@@ -163,8 +163,12 @@ def check(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
             raise UserError(f"{key}={value}: must be a finite number")
         if key.endswith("._target_"):
             _check_importable(key, value)
+    # the launcher's values, typed by Hydra's plugin: launcher=slurm's tasks_per_node is trainer.devices
+    # (an int: SLURM numbers a job's GPUs itself; a list or 'auto' failed as Hydra built the launcher)
+    list(_leaves(cfg.hydra.launcher, "hydra.launcher."))
     _check_paths(cfg)
     model = check_parts(cfg)
+    resume.check_checkpoint(cfg.get("ckpt_path"), model if cfg.get("seeds_per_process", 1) == 1 else None)
     # the optimizer and the schedule built on the model's meta-device parameters: an argument the class does
     # not take (+optimizer.momentum=0.9 with adam) is found here, not after the run folder is made
     optimizer = _built(
@@ -239,8 +243,3 @@ def _check_paths(cfg: DictConfig) -> None:
     root = OmegaConf.select(cfg, "data.root")
     if root is not None and not Path(str(root)).is_dir():
         raise UserError(f"data.root={root}: no such folder (null: the dataset's own search)")
-    ckpt = cfg.get("ckpt_path")
-    if ckpt == "last":
-        raise UserError("ckpt_path=last: resumes a single run (not a sweep's jobs); use resume=<run folder>")
-    if ckpt is not None and not Path(str(ckpt)).is_file():
-        raise UserError(f"ckpt_path={ckpt}: no such checkpoint file (or `last`: this name's latest run)")
