@@ -103,8 +103,7 @@ format: install ## ruff: fix imports and format
 	$(VENV)/bin/ruff check --fix --select I src tests scripts
 	$(VENV)/bin/ruff format src tests scripts
 
-SWEEP ?= $(shell ls -dt logs/multiruns/*/*/ 2>/dev/null | head -1)
-report: install ## the ablation report of a sweep (default: the latest): make report SWEEP=logs/multiruns/<date>/<time>_<name>
+report: install ## the ablation report of a sweep (default: the newest by its folder's date and time): make report SWEEP=logs/multiruns/<date>/<time>_<name>
 	$(PY) -m recipelab.report $(SWEEP) $(ARGS)
 
 dashboard: install ## a W&B workspace for a sweep (saved with a W&B login, else its spec as dashboard.json): make dashboard SWEEP=...

@@ -25,6 +25,7 @@ def test_huge_learning_rate_stops_the_run_and_saves_no_bad_step(tmp_path):
         == f"error: training diverged at step {step} (epoch 0) with lr=1e+30: loss is {m['diverged']['loss']}"
     )
     assert m["status"] == "diverged" and m["diverged"]["lr"] == 1e30
+    assert (run.run_dir / "train.log").read_text().rstrip().endswith(line)  # the log ends the same way
     assert not math.isfinite(float(m["diverged"]["loss"]))
     # the host reads the flag every log_every_n_steps (50) steps and before validation (20 steps here)
     assert step <= m["steps"] <= 20
@@ -34,6 +35,19 @@ def test_huge_learning_rate_stops_the_run_and_saves_no_bad_step(tmp_path):
         assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point())
     (wandb,) = run_files(run.run_dir)
     assert read_run(wandb).exit_code == 1  # W&B shows the run as failed
+
+
+def test_a_run_that_raises_is_failed_with_its_traceback_on_the_terminal_and_in_its_log(tmp_path):
+    bug = [
+        "+callbacks.bug._target_=tests.helpers.RaiseAtSeed",
+        "+callbacks.bug.run_seed=1",
+        "+callbacks.bug.at_seed=1",
+    ]
+    run = train_cli(tmp_path, "seed=1", "logger=csv", *bug)
+    assert run.proc.returncode == 1 and run.metrics()["status"] == "failed"
+    assert "Traceback" in run.proc.stderr and "RuntimeError: a bug in this job\n" in run.proc.stderr
+    log = (run.run_dir / "train.log").read_text()
+    assert "Traceback" in log and log.rstrip().endswith("RuntimeError: a bug in this job"), log[-2000:]
 
 
 class _Trainer:

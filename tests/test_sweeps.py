@@ -200,6 +200,7 @@ def test_a_job_that_raises_is_failed_and_the_sweep_goes_on(tmp_path):
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     assert [run.metrics(d)["status"] for d in run.run_dirs] == ["failed", "completed"]
     assert "RuntimeError: a bug in this job" in run.proc.stderr
+    assert "RuntimeError: a bug in this job" in (run.run_dirs[0] / "train.log").read_text()  # README
     assert "2 jobs, 1 completed, 1 failed, 0 diverged" in run.proc.stdout
 
 

@@ -8,32 +8,49 @@ which turns the errors that mean "this run ended for a known reason" into one li
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+import traceback
 
 from recipelab.errors import Diverged, Interrupted, UserError
 from recipelab.records.folder import CONF_DIR
+from recipelab.records.summary import to_log_files
 
 EXIT_CODES = {UserError: 2, Diverged: 3}
 
 
 def error_boundary(fn):
-    """``fn`` with its known errors turned into ``error: <one line>`` on stderr and their exit code."""
+    """``fn`` with its known errors turned into ``error: <one line>`` on stderr and their exit code; that
+    line, or any other error's traceback (which Hydra prints, exit code 1), also ends the run's train.log."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (UserError, Diverged) as err:
-            print(f"error: {err}", file=sys.stderr)
+            report_error(err)
             sys.exit(EXIT_CODES[Diverged] if isinstance(err, Diverged) else EXIT_CODES[UserError])
         except Interrupted as err:
-            print(f"error: {err}", file=sys.stderr)
+            report_error(err)
             sys.exit(128 + err.signum)
         except KeyboardInterrupt:  # outside training (which turns signals into Interrupted)
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
+        except Exception:
+            to_log_files(traceback.format_exc().rstrip(), logging.ERROR)
+            raise
 
     return wrapper
+
+
+def report_error(err: Exception) -> None:
+    """A known error's one line on stderr and in the run's log; any other's traceback on both."""
+    if isinstance(err, UserError | Diverged | Interrupted):
+        print(f"error: {err}", file=sys.stderr)
+        to_log_files(f"error: {err}", logging.ERROR)
+    else:
+        traceback.print_exc()
+        to_log_files(traceback.format_exc().rstrip(), logging.ERROR)
 
 
 def hydra_entry(task, config_name: str, preflight: bool = True):

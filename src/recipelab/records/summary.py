@@ -4,7 +4,8 @@
 and the commands that fit next; a sweep: a table of its jobs and ``make report``; ``evaluate``,
 ``ensemble``, ``report``: their headline numbers and the files written. ``emit`` prints the lines and
 writes them as the last lines of the run's log (``train.log``) where logging writes one. A run that did
-not complete ends with its one ``error:`` line instead (``recipelab.cli.error_boundary``).
+not complete ends with its one ``error:`` line instead, a failed one with its traceback
+(``recipelab.cli.error_boundary``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def emit(lines: list[str]) -> None:
     """Print ``lines``; also append them to every log file the root logger writes (Hydra's train.log)."""
     text = "\n".join(lines)
     print(text, flush=True)
-    record = logging.LogRecord(__name__, logging.INFO, __file__, 0, text, None, None)
+    to_log_files(text)
+
+
+def to_log_files(text: str, level: int = logging.INFO) -> None:
+    """Append ``text`` to every log file the root logger writes (a run's train.log), not to the terminal."""
+    record = logging.LogRecord(__name__, level, __file__, 0, text, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from recipelab.errors import Diverged, Interrupted, UserError
+from recipelab.cli import report_error
+from recipelab.errors import Interrupted
 from recipelab.records import tracking
 from recipelab.records.folder import job_dirs, read_record, recipe_overrides
 from recipelab.records.summary import sweep_lines
@@ -94,10 +94,7 @@ def run_job(cfg: DictConfig, train) -> dict:
     except Interrupted:
         raise  # recorded by the job; the sweep stops here and a re-run resumes this job
     except Exception as err:  # recorded and reported; the sweep goes on with its other jobs
-        if isinstance(err, UserError | Diverged):  # their message says it all
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            traceback.print_exc()
+        report_error(err)  # a known error's one line, else the traceback: on stderr and in train.log
         tracking.finish_wandb(1, "failed")
         record = read_record(out)
         if record is None or record.get("overrides") != tracking.task_overrides():
