@@ -2,6 +2,7 @@
 line: a fused sweep's job folders and report against the same sweep run job by job, and a fused chunk
 stopped by a signal and resumed against the same chunk never stopped."""
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.report import ReportOptions, report
+from recipelab.results.table import write_table
 from tests.conftest import train_cli
 from tests.test_ensemble import ensemble_cli
 from tests.test_evaluate import evaluate_cli
@@ -46,11 +48,9 @@ def test_a_fused_sweep_leaves_the_job_folders_and_report_of_the_same_sweep_run_j
     for job in range(6):
         a = json.loads((plain / str(job) / "metrics.json").read_text())
         b = json.loads((fused / str(job) / "metrics.json").read_text())
-        assert (b["status"], b["overrides"], b["tested_epoch"]) == (
-            a["status"],
-            a["overrides"],
-            a["tested_epoch"],
-        )
+        assert [b[k] for k in ("status", "overrides", "tested_epoch")] == [
+            a[k] for k in ("status", "overrides", "tested_epoch")
+        ]
         assert b["metrics"].keys() == a["metrics"].keys()
         for key, value in a["metrics"].items():
             assert b["metrics"][key] == pytest.approx(value, abs=1e-3), (job, key)
@@ -60,12 +60,16 @@ def test_a_fused_sweep_leaves_the_job_folders_and_report_of_the_same_sweep_run_j
         (v["variant"], v["n"], v["jobs"]) for v in a["variants"]
     ]
     for x, y in zip(a["comparisons"], b["comparisons"], strict=True):
-        assert (y["variant"], y["paired_seeds"], y["verdict"]) == (
-            x["variant"],
-            x["paired_seeds"],
-            x["verdict"],
-        )
+        assert [y[k] for k in ("variant", "paired_seeds", "verdict")] == [
+            x[k] for k in ("variant", "paired_seeds", "verdict")
+        ]
         assert y["mean_diff"] == pytest.approx(x["mean_diff"], abs=1e-3)
+    # results: one row a job, the fused sweep's as the plain one's (its chunks' folders are not runs)
+    rows = {f: {r["run"]: r for r in csv.DictReader(write_table(f)[0].open())} for f in (plain, fused)}
+    assert rows[plain].keys() == rows[fused].keys() == {str(job) for job in range(6)}
+    for job, row in rows[fused].items():
+        assert (row["seed"], row["status"]) == (rows[plain][job]["seed"], rows[plain][job]["status"])
+        assert float(row["test/acc"]) == pytest.approx(float(rows[plain][job]["test/acc"]), abs=1e-3)
     # evaluate reads a fused seed's folder as any run's: its best checkpoint, the same test accuracy
     proc = evaluate_cli(f"ckpt_path={fused / '1'}", "log_wandb=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
