@@ -2,16 +2,20 @@
 reason it applies to the run; Lightning's messages that do not apply are turned off where they are made
 (``recipelab.training.quiet``), and a warning that applies stays."""
 
+import logging
 import os
 import re
 import warnings
 from pathlib import Path
 
+import pytest
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import RichProgressBar
 
 from recipelab.training import quiet
 from tests.conftest import train_cli
+from tests.training.composed import compose_train
 
 # what a warning line looks like: a Python warning (`<file>.py:<line>: `), W&B's `wandb: WARNING`, an advert
 # ("💡 Tip:"), the srun hint, the model summary's FLOPs or its "not supported" precision
@@ -93,3 +97,21 @@ def test_the_progress_bar_is_brought_up_to_date_every_n_batches_and_at_the_epoch
         bar.on_train_batch_end(Trainer(), None, None, None, i)
         assert bar.val_progress_bar_id is None or updated[-1:] == [i + 1]
     assert updated == [n for n in range(1, 8) if n % 3 == 0 or n == 7]
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(False, False), (True, False), (False, True)])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_said_once(avx512_bf16, amx, monkeypatch, caplog):
+    """The default trainer (bf16-mixed on the CPU), started twice in one process (as a fused chunk or a
+    sweep's jobs start it): one warning on a CPU that lacks both instruction sets, none on one that has
+    either; trainer=cpu (fp32) never warns."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    quiet._say_slow_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=quiet.log.name):
+        for _ in range(2):
+            quiet.warn_slow_bf16(compose_train().trainer)
+        quiet.warn_slow_bf16(compose_train("trainer=cpu").trainer)
+    warned = [r.getMessage() for r in caplog.records if "without bf16 instructions" in r.getMessage()]
+    assert len(warned) == (0 if avx512_bf16 or amx else 1)
+    assert all("precision bf16-mixed" in line and "trainer=cpu trains in fp32" in line for line in warned)
+    quiet._say_slow_bf16.cache_clear()  # the next test in this process may warn again

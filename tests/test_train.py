@@ -1,12 +1,17 @@
 """End to end: `python -m recipelab.train` for one epoch, and what its run folder holds."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from recipelab.records.wandb_file import read_run, run_files
-from tests.conftest import printed_numbers
+from tests.conftest import ROOT, printed_numbers
+
+
+def _git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
 def test_one_epoch_run_writes_metrics_and_checkpoints(one_epoch_run):
@@ -43,6 +48,11 @@ def test_the_run_folder_holds_what_the_readme_lists(one_epoch_run):
         "recipelab",
     } and torch.__version__.startswith(versions["torch"])
     assert m["provenance"]["device"]
+    # the code's commit and whether tracked files differ from it (`git diff --quiet HEAD` exits 1), asked here
+    head, diff = _git("rev-parse", "HEAD"), _git("diff", "--quiet", "HEAD")
+    in_git = head.returncode == 0 and diff.returncode in (0, 1)
+    assert m["provenance"]["git_commit"] == (head.stdout.strip() if in_git else None)
+    assert m["provenance"]["git_dirty"] == (diff.returncode == 1 if in_git else None)
 
 
 def test_the_run_ends_with_what_it_found(one_epoch_run):
@@ -68,6 +78,7 @@ def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
     run = read_run(path)
     m = one_epoch_run.metrics()
     assert run.group == "default" and run.job_type == "train" and run.exit_code == 0
+    assert run.project == "recipelab"
     assert {"optimizer:nesterov", "scheduler:onecycle", "normalization:batchnorm", "seed:42"} <= set(run.tags)
     assert run.config["choices"]["optimizer"] == "nesterov" and run.config["data"]["train_size"] == 2000
     val = [h["val/acc"] for h in run.history if "val/acc" in h]
@@ -78,12 +89,16 @@ def test_wandb_offline_run_holds_identity_history_and_config(one_epoch_run):
 def test_sweep_gives_each_job_its_folder_and_one_wandb_group(tmp_path):
     from tests.conftest import train_cli
 
-    run = train_cli(tmp_path, "-m", "seed=1,2", "data.train_size=300", "data.val_size=300")
+    overrides = ("seed=1,2", "data.train_size=300", "data.val_size=300", "tags=[mine,extra]")
+    run = train_cli(tmp_path, "-m", *overrides)
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     dirs = run.run_dirs
     assert len(dirs) == 2 and {run.metrics(d)["seed"] for d in dirs} == {1, 2}
     runs = [read_run(run_files(d)[0]) for d in dirs]
     assert runs[0].group == runs[1].group and runs[0].group.endswith("_default")
+    for job in runs:  # the top-level `tags` come besides the automatic group-choice and seed tags
+        seed = job.config["seed"]
+        assert job.tags[-3:] == [f"seed:{seed}", "mine", "extra"] and "optimizer:nesterov" in job.tags
     assert all(r.job_type == "train" for r in runs)
     # it ends with a table of its jobs, their numbers from their metrics.json, and the report to make
     sweep = dirs[0].parent
@@ -116,7 +131,9 @@ def test_step_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
     from tests.conftest import train_cli
 
     # 800 images / 100 = 8 steps an epoch, 2 epochs; Lightning writes after every 3rd step
-    run = train_cli(tmp_path, "data.train_size=800", "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
+    # with a penalty (l2): train/penalty_step and train/penalty_epoch are logged too
+    steps_2_epochs = ("data.train_size=800", "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
+    run = train_cli(tmp_path, *steps_2_epochs, "regularization.l2=1e-4")
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
     history = read_run(run_files(run.run_dir)[0]).history
 
@@ -125,7 +142,8 @@ def test_step_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
 
     assert steps("train/loss_step") == [2, 5, 8, 11, 14]
     assert steps("lr/decay") == steps("lr/no_decay") == [2, 5, 8, 11, 14]  # LearningRateMonitor's steps
-    assert len(steps("train/loss_epoch")) == len(steps("train/acc")) == 2
+    assert steps("train/penalty_step") == [2, 5, 8, 11, 14]
+    assert len(steps("train/loss_epoch")) == len(steps("train/acc")) == len(steps("train/penalty_epoch")) == 2
 
 
 def test_epoch_loss_is_the_mean_of_the_step_losses(tmp_path):

@@ -90,6 +90,28 @@ def test_l1_training_raises_sparsity_and_logs_penalty_and_sparsity():
     )
 
 
+class _PenaltyWatch(L.Callback):
+    """l1·Σ|w| + l2/2·Σw² of the model's weights (ndim > 1) as each training batch starts, summed here."""
+
+    def __init__(self, l1, l2):
+        self.l1, self.l2, self.values = l1, l2, []
+
+    def on_train_batch_start(self, trainer, module, *args):
+        ws = [w.detach().double() for w in module.model.parameters() if w.ndim > 1]
+        self.values.append(sum(self.l1 * w.abs().sum() + self.l2 / 2 * (w * w).sum() for w in ws).item())
+
+
+def test_penalty_is_logged_per_step_and_per_epoch_with_the_values_of_the_weights():
+    """train/penalty_step is the last step's penalty, train/penalty_epoch the mean over the last epoch's
+    steps (30 steps of 8 batches of 32: the last epoch holds steps 24-29), each from the weights then."""
+    watch = _PenaltyWatch(l1=1e-3, l2=1e-2)
+    _, trainer = _fit(Regularizer(l1=1e-3, l2=1e-2), callbacks=[watch])
+    logged = trainer.callback_metrics
+    assert len(watch.values) == 30
+    assert logged["train/penalty_step"].item() == pytest.approx(watch.values[-1], rel=1e-5)
+    assert logged["train/penalty_epoch"].item() == pytest.approx(sum(watch.values[24:]) / 6, rel=1e-5)
+
+
 class _NormWatch(L.Callback):
     """Records the largest incoming-weight norm of any unit after every optimizer step."""
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipelab.build import build_model
+from recipelab.build import build_datamodule, build_model, build_module
 from recipelab.data.augment import alternate_half, build_augmentation
 from recipelab.data.memory import TensorBatchLoader
 from recipelab.errors import UserError
@@ -16,7 +16,8 @@ from recipelab.models import ConvNet, NormSpec
 from recipelab.models.whiten import Whitening, dirac_init
 from recipelab.training import RecipeModule, param_groups_weight_decay, predict_proba
 from recipelab.training.averaging import EMA
-from tests.training.composed import compose_train
+from tests.conftest import standardize
+from tests.training.composed import bare_trainer, compose_train
 
 
 def _smooth_images(n=200, size=12, seed=0):
@@ -56,6 +57,35 @@ def test_a_fitted_whitening_layer_is_kept_when_training_starts_again():
     module = RecipeModule(rebuilt, optimizer=torch.optim.SGD)
     module.on_fit_start()  # fitted: never refitted (a resumed run keeps its own layer)
     assert torch.equal(rebuilt.whiten.weight, weight)
+
+
+class _AsFitted(L.Callback):
+    """The whitening filters as training starts (fitted by then), and the training images."""
+
+    def on_train_start(self, trainer, module):
+        self.weight = module.model.whiten.weight.detach().clone()
+        self.images = trainer.datamodule.splits["train"][0]
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_whiten_frozen_and_eps_from_the_config(frozen):
+    cfg = compose_train(
+        "whiten.kernel=2", f"whiten.frozen={str(frozen).lower()}", "whiten.eps=0.3", "model.widths=[2]",
+        "model.depth=1", "data.train_size=40", "data.val_size=100", "data.batch_size=20",
+    )  # fmt: skip
+    datamodule, seen = build_datamodule(cfg), _AsFitted()
+    module = build_module(cfg, datamodule.batch_size)
+    bare_trainer(max_epochs=1, limit_val_batches=0, callbacks=[seen]).fit(module, datamodule=datamodule)
+    # the + filters W (rows) fitted with eps satisfy WᵀW = (C + eps·I)⁻¹, C the 2×2 patches' covariance
+    x = standardize(seen.images)[:, 0].double()
+    h, w = x.shape[1] - 1, x.shape[2] - 1
+    patches = torch.stack([x[:, i : i + h, j : j + w] for i in (0, 1) for j in (0, 1)], -1).reshape(-1, 4)
+    filters = seen.weight[:4].flatten(1).double()
+    expected = torch.linalg.inv(torch.cov(patches.T) + 0.3 * torch.eye(4, dtype=torch.double))
+    torch.testing.assert_close(filters.T @ filters, expected, rtol=1e-4, atol=1e-6)
+    layer = module.model.whiten
+    assert layer.eps == 0.3 and layer.weight.requires_grad is not frozen
+    assert torch.equal(layer.weight, seen.weight) is frozen  # trained on from the fitted filters, or kept
 
 
 def test_dirac_init_passes_the_input_through_the_first_filters():

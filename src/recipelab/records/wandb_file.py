@@ -52,6 +52,7 @@ def _payloads(data: bytes):
 class WandbRun:
     """The parts of a run that dashboards group and plot by."""
 
+    project: str = ""
     group: str = ""
     job_type: str = ""
     tags: list[str] = field(default_factory=list)
@@ -74,11 +75,12 @@ def read_run(path: str | Path) -> WandbRun:
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.group, run.job_type, run.tags = (
+            run.project, run.group, run.job_type = (
+                record.run.project,
                 record.run.run_group,
                 record.run.job_type,
-                list(record.run.tags),
             )
+            run.tags = list(record.run.tags)
             run.config.update({u.key: json.loads(u.value_json) for u in record.run.config.update})
         elif kind == "config":
             run.config.update({u.key: json.loads(u.value_json) for u in record.config.update})
