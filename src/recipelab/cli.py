@@ -36,21 +36,20 @@ def error_boundary(fn):
         except KeyboardInterrupt:  # outside training (which turns signals into Interrupted)
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
-        except Exception:
-            to_log_files(traceback.format_exc().rstrip(), logging.ERROR)
+        except Exception as err:
+            report_error(err, terminal=False)  # Hydra prints it on the terminal
             raise
 
     return wrapper
 
 
-def report_error(err: Exception) -> None:
-    """A known error's one line on stderr and in the run's log; any other's traceback on both."""
-    if isinstance(err, UserError | Diverged | Interrupted):
-        print(f"error: {err}", file=sys.stderr)
-        to_log_files(f"error: {err}", logging.ERROR)
-    else:
-        traceback.print_exc()
-        to_log_files(traceback.format_exc().rstrip(), logging.ERROR)
+def report_error(err: Exception, terminal: bool = True) -> None:
+    """A known error's one line, any other's traceback: in the run's log, and on stderr (``terminal``)."""
+    known = isinstance(err, UserError | Diverged | Interrupted)
+    text = f"error: {err}" if known else traceback.format_exc().rstrip()
+    if terminal:
+        print(text, file=sys.stderr)
+    to_log_files(text, logging.ERROR)
 
 
 def hydra_entry(task, config_name: str, preflight: bool = True):
