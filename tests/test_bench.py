@@ -55,6 +55,11 @@ def test_bench_writes_every_measure_and_keeps_the_races(tmp_path):
         ]
         assert result["overhead_floor_ms"][key] == pytest.approx(sorted(extra)[len(extra) // 2])
     assert "model.hidden=[16]" in result["overhead_floor_ms"]["tiny_network"]
+    floor, bare = result["overhead_floor_ms"], result["rounds_lightning"]
+    assert len(bare) == 1 and floor["lightning"] == pytest.approx(
+        1000 * result["batch_size"] * (1 / bare[0]["template_img_s"] - 1 / bare[0]["plain_img_s"])
+    )
+    assert floor["beyond_lightning"] == pytest.approx(floor["tiny"] - floor["lightning"])
     startup = result["startup"]
     launches = [r["startup_s"] for r in [*result["rounds"], *result["rounds_tiny"]]]
     assert len(launches) == 2 and startup["to_first_step_s"] == pytest.approx(sum(launches) / 2)
@@ -146,3 +151,30 @@ def test_bench_fused_times_a_chunk_against_separate_jobs(tmp_path):
     assert fused["wall_ratio"] == pytest.approx(
         fused["fused"]["wall_s"] / fused["separate"]["wall_s"], abs=0.01
     )
+
+
+def test_bare_lightning_loop_takes_the_plain_loops_steps(tmp_path):
+    """The floor's reference (Lightning's loop alone) trains what the plain loop trains, step for step:
+    in fp32 both end at the same weights, so their time difference is the loop's and nothing else."""
+    import torch
+
+    from recipelab.benchmark.bare import BareModule, bare_trainer
+    from recipelab.benchmark.plain import PlainLoop
+    from recipelab.benchmark.runs import compose_cfg
+    from recipelab.build import build_datamodule
+
+    cfg = compose_cfg(["trainer=cpu", "model=mlp", "data.train_size=1024", "data.val_size=200"])
+    data = build_datamodule(cfg)
+    data.prepare_data()
+    data.setup("fit")
+    plain = PlainLoop(cfg, *data.splits["train"], data.batch_size, data.stats)
+    for _ in range(3):
+        plain.step()
+    bare = BareModule(cfg, data)
+    bare_trainer(max_epochs=1, limit_train_batches=3, default_root_dir=tmp_path).fit(bare)
+    moved = bare.model.state_dict()
+    assert plain.sched.get_last_lr() == bare.lr_schedulers().get_last_lr()
+    for name, weight in plain.model.state_dict().items():
+        assert torch.equal(weight, moved[name]), name
+    first = BareModule(cfg, data).model.state_dict()  # the steps moved the weights
+    assert not all(torch.equal(first[name], moved[name]) for name in first)

@@ -12,7 +12,10 @@
    shared 2-core VM moves whole runs by ±25%, hits both alike. Each round is a fresh process.
 2. pipeline: images/s of batching + augmentation alone, against images/s of training.
    The same with a tiny network (TINY: Python dominates its step) gives the overhead floor: the
-   template's extra milliseconds a step, for the tiny network and for the recipe's own.
+   template's extra milliseconds a step, for the tiny network and for the recipe's own; and, its rounds
+   alternated with the tiny network's, the same floor of Lightning's loop alone (``benchmark/bare.py``:
+   the plain step under Lightning's manual optimization, nothing of the template's): the part of the
+   floor that no change inside Lightning removes.
 3. start-up: seconds from the command to the first training step (median over every round's launch), and
    the part of them beyond ``import torch, lightning`` (its median over ``--rounds`` fresh processes): what
    the template itself adds: its imports, config, data, the run's set-up.
@@ -72,10 +75,17 @@ def main(argv=None) -> dict:
         print(json.dumps(result, indent=2))
         return write_merged(Path(args.out), {"fused_seeds": result})
 
-    batch = compose_cfg(args.overrides).data.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        rounds = overhead_rounds(args, args.overrides, Path(tmp), "recipe")
-        tiny = overhead_rounds(args, [*args.overrides, *TINY], Path(tmp), "tiny")
+        recipe = round_settings(args, args.overrides)
+        batch = recipe[1]
+        rounds = [
+            overhead_round(args, recipe, Path(tmp), f"recipe round {r + 1}") for r in range(args.rounds)
+        ]
+        tiny_settings, tiny, bare = round_settings(args, [*args.overrides, *TINY]), [], []
+        for r in range(args.rounds):  # alternated: the machine's speed moves over minutes
+            tiny.append(overhead_round(args, tiny_settings, Path(tmp), f"tiny round {r + 1}"))
+            label = f"tiny round {r + 1}, Lightning's loop alone"
+            bare.append(overhead_round(args, tiny_settings, Path(tmp), label, bare=True))
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         # the import's own time moves by ±0.3 s between processes here: its median over as many processes
         base = statistics.median(import_seconds("import torch, lightning") for _ in range(args.rounds))
@@ -88,6 +98,7 @@ def main(argv=None) -> dict:
             "steps_per_round": args.steps,
             "rounds": rounds,
             "rounds_tiny": tiny,
+            "rounds_lightning": bare,
             "overhead": {
                 "plain_img_s": med["plain_img_s"],
                 "template_img_s": med["template_img_s"],
@@ -99,6 +110,13 @@ def main(argv=None) -> dict:
             "overhead_floor_ms": {
                 "tiny": statistics.median(r["extra_ms"] for r in tiny),
                 "cnn": med["extra_ms"],
+                # the tiny network's step under Lightning's loop with nothing of the template's
+                # (recipelab.benchmark.bare): what no change inside Lightning can remove
+                "lightning": statistics.median(r["extra_ms"] for r in bare),
+                # the template's own part: the median of the alternated rounds' differences
+                "beyond_lightning": statistics.median(
+                    t["extra_ms"] - b["extra_ms"] for t, b in zip(tiny, bare, strict=True)
+                ),
                 "tiny_network": TINY,
                 "goal_tiny": 0.3,
             },
@@ -123,39 +141,42 @@ def main(argv=None) -> dict:
     return result
 
 
-def overhead_rounds(args, recipe: list[str], tmp: Path, label: str) -> list[dict]:
-    """``args.rounds`` fresh processes of the template, each step interleaved with a plain-loop step."""
+def round_settings(args, recipe: list[str]) -> tuple[list[str], int]:
+    """The overrides of one round's run (one epoch, or as many steps as asked) and its batch size."""
     cfg = compose_cfg(recipe)
     batch = cfg.data.batch_size
     per_epoch = -(-(cfg.data.train_size or cfg.data.train_count - cfg.data.val_size) // batch)
-    epochs = max(1, -(-args.steps // per_epoch))  # the template's run: one epoch, or as many steps as asked
+    epochs = max(1, -(-args.steps // per_epoch))
     overrides = [
         *recipe,
         f"trainer.max_epochs={epochs}",
         f"trainer.limit_train_batches={min(args.steps, per_epoch)}",
         "trainer.limit_val_batches=1",
     ]
-    rounds = []
-    for r in range(args.rounds):
-        record = template_run(overrides, tmp)
-        plain, template = steady_rates(record, batch, args.warmup)
-        rounds.append(
-            {
-                "plain_img_s": plain,
-                "template_img_s": template,
-                "ratio": template / plain,
-                "extra_ms": 1000 * batch * (1 / template - 1 / plain),
-                "pipeline_img_s": record["pipeline_img_s"],
-                "startup_s": record["startup_s"],
-            }
-        )
-        print(
-            f"{label} round {r + 1}: plain {plain:.0f} img/s, template {template:.0f} img/s, "
-            f"ratio {template / plain:.3f}, +{rounds[-1]['extra_ms']:.2f} ms a step, "
-            f"start-up {record['startup_s']:.1f} s",
-            flush=True,
-        )
-    return rounds
+    return overrides, batch
+
+
+def overhead_round(args, settings: tuple[list[str], int], tmp: Path, label: str, bare: bool = False) -> dict:
+    """One fresh process of the template (or, ``bare``, of Lightning's loop alone), each of its steps
+    interleaved with a plain-loop step."""
+    overrides, batch = settings
+    record = template_run(overrides, tmp, bare=bare)
+    plain, template = steady_rates(record, batch, args.warmup)
+    result = {
+        "plain_img_s": plain,
+        "template_img_s": template,
+        "ratio": template / plain,
+        "extra_ms": 1000 * batch * (1 / template - 1 / plain),
+        "pipeline_img_s": record["pipeline_img_s"],
+        "startup_s": record["startup_s"],
+    }
+    print(
+        f"{label}: plain {plain:.0f} img/s, {'Lightning' if bare else 'template'} {template:.0f} img/s, "
+        f"ratio {template / plain:.3f}, +{result['extra_ms']:.2f} ms a step, "
+        f"start-up {record['startup_s']:.1f} s",
+        flush=True,
+    )
+    return result
 
 
 def race(args) -> dict:

@@ -88,9 +88,9 @@ class InterleavedTimer(L.Callback):
         now = sync_time(pl_module.device)
         if self.plain is None:
             self.first_step = time.time()
-            images, labels = trainer.datamodule.splits["train"]
+            dm = trainer.datamodule or pl_module.data  # the bare loop's module keeps its data itself
+            images, labels = dm.splits["train"]
             cfg = OmegaConf.create(pl_module.hparams["config"])
-            dm = trainer.datamodule
             self.plain = PlainLoop(cfg, images, labels, dm.batch_size, dm.stats)
         else:
             self.template.append(now - self.returned)

@@ -21,19 +21,22 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-def template_run(overrides: list[str], workdir: Path) -> dict:
-    """`python -m recipelab.train` in a subprocess with an InterleavedTimer; its step times and start-up."""
+def template_run(overrides: list[str], workdir: Path, bare: bool = False) -> dict:
+    """`python -m recipelab.train` in a subprocess with an InterleavedTimer; its step times and start-up.
+    ``bare``: Lightning's loop alone (`recipelab.benchmark.bare`) in place of the template's run."""
     timer_file = workdir / f"steps-{time.time_ns()}.json"
-    args = [
-        sys.executable,
-        "-m",
-        "recipelab.train",
-        f"paths.log_dir={workdir}",
-        "+callbacks.step_timer._target_=recipelab.benchmark.plain.InterleavedTimer",
-        f"+callbacks.step_timer.path={timer_file}",
-        *overrides,
-        *QUIET,
-    ]
+    args = [sys.executable, "-m", "recipelab.benchmark.bare", str(timer_file), *overrides]
+    if not bare:
+        args = [
+            sys.executable,
+            "-m",
+            "recipelab.train",
+            f"paths.log_dir={workdir}",
+            "+callbacks.step_timer._target_=recipelab.benchmark.plain.InterleavedTimer",
+            f"+callbacks.step_timer.path={timer_file}",
+            *overrides,
+            *QUIET,
+        ]
     launched = time.time()
     subprocess.run(args, check=True, capture_output=True, text=True)
     record = json.loads(timer_file.read_text())
