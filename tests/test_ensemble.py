@@ -7,13 +7,15 @@ import sys
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from recipelab.data.fashion_mnist import load
 from recipelab.errors import UserError
 from recipelab.records.wandb_file import read_run, run_files
 from recipelab.results.checkpoint import load_checkpoint, load_member
-from recipelab.results.ensemble import average_weights, resolve_source
+from recipelab.results.ensemble import average_weights, member_recipes, resolve_source
+from recipelab.results.ensemble_output import mixed_recipes
 from tests.conftest import ROOT, printed_numbers, standardize, train_cli
 
 
@@ -56,6 +58,12 @@ def test_ensemble_is_the_mean_of_member_probabilities(seed_sweep):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((seed_sweep / "ensemble.json").read_text())
     assert result["n_members"] == 3 and (seed_sweep / "ensemble.md").is_file()
+    # one recipe: the jobs' overrides without their seeds, and no line about mixed recipes
+    job_overrides = yaml.safe_load((seed_sweep / "0" / ".hydra" / "overrides.yaml").read_text())
+    assert result["recipes"] == [
+        {"overrides": [o for o in job_overrides if not o.startswith("seed=")], "members": 3}
+    ]
+    assert "recipes" not in (seed_sweep / "ensemble.md").read_text()
     probs = [member_probs(m["checkpoint"]) for m in result["members"]]
     labels = probs[0][1]
     mean = torch.stack([p for p, _ in probs]).mean(0)
@@ -107,6 +115,27 @@ def test_weight_averaging_averages_the_weights(seed_sweep):
     ).mean(0)
     assert not torch.allclose(running, mean_of_members, atol=1e-4)
     assert torch.allclose(running, first_conv.mean((0, 2, 3)), atol=0.05)
+
+
+def test_members_of_several_recipes_are_counted_and_said(tmp_path):
+    """An ensemble over a sweep of two arms mixes them: each recipe (overrides, seed and fold aside) is
+    counted in the members' order, a checkpoint outside a run folder apart, and the markdown says so."""
+    jobs = [["optimizer=sgd", "seed=1"], ["seed=2", "optimizer=sgd"], ["optimizer=adam", "data.fold=1"]]
+    paths = []
+    for job, overrides in enumerate(jobs):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        paths.append(tmp_path / str(job) / "checkpoints" / "best.ckpt")
+    recipes = member_recipes([*paths, tmp_path / "elsewhere.ckpt"])
+    assert recipes == [
+        {"overrides": ["optimizer=sgd"], "members": 2},
+        {"overrides": ["optimizer=adam"], "members": 1},
+        {"overrides": None, "members": 1},
+    ]
+    (line,) = mixed_recipes(recipes)
+    assert "3 recipes" in line and "`optimizer=sgd` (2), `optimizer=adam` (1)" in line
+    assert "outside a run folder` (1)" in line
+    assert mixed_recipes(recipes[:1]) == []
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,22 @@ from torch.optim.swa_utils import update_bn
 
 from recipelab.build import build_model
 from recipelab.errors import UserError
-from recipelab.records.folder import best_checkpoint, group_of, is_run_dir, job_dirs, read_record
+from recipelab.records.folder import (
+    best_checkpoint,
+    group_of,
+    is_run_dir,
+    job_dirs,
+    read_overrides,
+    read_record,
+    run_dir_of,
+)
 from recipelab.results import temperature
 from recipelab.results.checkpoint import Member, load_member, member_data
 from recipelab.results.scores import device_of, scores, split_probs
 
 COMBINE = ("mean", "vote", "weights")
+# overrides that tell members of one recipe apart (their initialization, their fold of the data)
+MEMBER_KEYS = ("seed", "data.fold")
 
 
 def resolve_source(source) -> tuple[list[Path], Path]:
@@ -46,6 +56,21 @@ def resolve_source(source) -> tuple[list[Path], Path]:
             raise UserError(f"source: {part!r} matches no checkpoint")
         files += [Path(m) for m in matches]
     return files, Path(os.path.commonpath([f.resolve().parent for f in files]))
+
+
+def member_recipes(paths: list[Path]) -> list[dict]:
+    """The recipes the members were trained by: each distinct set of their runs' overrides (seed and fold
+    aside), in the members' order, with how many members it gave; None for a checkpoint outside a run
+    folder. An ensemble over a sweep of several arms mixes them: legitimate, so said, not refused."""
+    counts: dict[tuple | None, int] = {}
+    for path in paths:
+        folder = run_dir_of(path)
+        key = None
+        if folder is not None and (folder / ".hydra" / "overrides.yaml").is_file():
+            overrides = read_overrides(folder).items()
+            key = tuple(f"{k}={v}" for k, v in overrides if k.lstrip("+~") not in MEMBER_KEYS)
+        counts[key] = counts.get(key, 0) + 1
+    return [{"overrides": None if k is None else list(k), "members": n} for k, n in counts.items()]
 
 
 def average_weights(members: list[Member], device, datamodule=None) -> torch.nn.Module:
@@ -106,6 +131,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "source": OmegaConf.to_container(cfg.source) if isinstance(cfg.source, ListConfig) else cfg.source,
         "combine": cfg.combine,
         "n_members": len(members),
+        "recipes": member_recipes(paths),
         "members": per_member,
         "ensemble": ens,
         "temperature_note": temperature.NO_VAL_SPLIT if scaling and "temperature" not in ens else None,

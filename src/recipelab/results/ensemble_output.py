@@ -34,6 +34,7 @@ def markdown(result: dict) -> str:
             *[f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " |" for name, values in scaled(e)],
             "",
             *([f"- {result['temperature_note']}"] if result.get("temperature_note") else []),
+            *mixed_recipes(result["recipes"]),
             f"- gain over the best member: {result['gain_over_best_member']:+.4f}",
             f"- gain over the mean member: {result['gain_over_mean_member']:+.4f}",
             f"- mean pairwise disagreement: {result['disagreement']:.4f}",
@@ -41,6 +42,18 @@ def markdown(result: dict) -> str:
             "",
         ]
     )
+
+
+def mixed_recipes(recipes: list[dict]) -> list[str]:
+    """A line that says so when the members come from more than one recipe (none when from one)."""
+    if len(recipes) < 2:
+        return []
+    names = [
+        "outside a run folder" if r["overrides"] is None else " ".join(r["overrides"]) or "no overrides"
+        for r in recipes
+    ]
+    parts = [f"`{name}` ({r['members']})" for name, r in zip(names, recipes, strict=True)]
+    return [f"- the members come from {len(recipes)} recipes (overrides, seed aside): " + ", ".join(parts)]
 
 
 def plot_curve(result: dict, path: Path) -> None:
