@@ -151,6 +151,11 @@ def test_bench_fused_times_a_chunk_against_separate_jobs(tmp_path):
     assert fused["wall_ratio"] == pytest.approx(
         fused["fused"]["wall_s"] / fused["separate"]["wall_s"], abs=0.01
     )
+    separate = fused["separate"]
+    assert fused["bound_wall_ratio_same_training"] == pytest.approx(
+        separate["train_s"] / separate["wall_s"], abs=0.01
+    )
+    assert 0 < fused["bound_wall_ratio_same_training"] < 1
 
 
 def test_bare_lightning_loop_takes_the_plain_loops_steps(tmp_path):

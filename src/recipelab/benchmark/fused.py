@@ -54,4 +54,7 @@ def fused_vs_separate(overrides: list[str], k: int, epochs: int, workdir: Path) 
     result["wall_ratio"] = round(fused_s / separate_s, 3)
     result["img_s_ratio"] = round(result["fused"]["train_img_s"] / result["separate"]["train_img_s"], 3)
     result["goal_wall_ratio"] = 0.75
+    # the best wall ratio a chunk could reach by removing every second the jobs spend beyond training
+    # while training no faster: below it, only faster training (the fused copies' steps) can go
+    result["bound_wall_ratio_same_training"] = round(result["separate"]["train_s"] / separate_s, 3)
     return result
