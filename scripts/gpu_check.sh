@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run ON a GPU machine (no internet), after scripts/gpu_prepare.sh here; carry .whl and .fmnist.
-# At most ~540 s, each part under its own time limit. First the timings, one at a time and alone on the GPU:
+# At most ~580 s, each part under its own time limit. First the timings, one at a time and alone on the GPU:
 #   fused  8 seeds fused (seeds_per_process=8, vmap) against the same 8 seeds as separate jobs
-#   bench  the overhead benchmark (template vs plain loop, default CNN and the tiny MLP; start-up)
+#   bench  the overhead benchmark (template vs plain loop, default CNN and the tiny MLP, Lightning alone; start-up)
 #   race   a 2-seed race of experiment=fashion_fast_gpu (compiled; compile_s apart)
 # then the checks that time nothing, side by side:
 #   tests  the tests marked `gpu` (CUDA's own sync detector among them)
@@ -35,7 +35,7 @@ part() {  # part NAME SECONDS COMMAND...: its output to $OUT/NAME.log, its last 
 }
 want fused && part fused 140 python3 -m recipelab.bench --fused 8 --epochs 2 --out "$OUT/fused_gpu.json" \
   trainer=gpu data.train_size=30000 seeds_vmap=true
-want bench && part bench 150 python3 -m recipelab.bench --steps 300 --rounds 2 --out "$OUT/bench_gpu.json" \
+want bench && part bench 190 python3 -m recipelab.bench --steps 300 --rounds 2 --out "$OUT/bench_gpu.json" \
   trainer=gpu logger=csv
 want race && part race 130 python3 -m recipelab.bench --race --seeds 2 --budget 60 --out "$OUT/race_gpu.json" \
   experiment=fashion_fast_gpu logger=csv

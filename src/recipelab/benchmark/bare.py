@@ -45,6 +45,9 @@ class BareModule(L.LightningModule):
             torch.manual_seed(cfg.seed)
             self.model = build_model(cfg).to(memory_format=self.format)
 
+    def setup(self, stage: str) -> None:
+        self.data.to(self.trainer.strategy.root_device)  # resident on the device, as the template's data
+
     def train_dataloader(self) -> TensorBatchLoader:
         images, labels = self.data.splits["train"]
         return TensorBatchLoader(images, labels, self.batch_size, shuffle=True, seed=self.cfg.seed)
