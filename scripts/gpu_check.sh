@@ -8,12 +8,14 @@
 #   tests  the tests marked `gpu` (CUDA's own sync detector among them)
 #   ddp    two short runs through trainer=ddp with devices=1 (NCCL), then evaluate and a 2-member ensemble
 #          of their GPU checkpoints
+#   startup  where the seconds before training go (each set-up stage, each package's imports, CUDA's
+#          initialisation, the first step against the second); beside tests and ddp on the 16 cores
 # PARTS="fused race" runs only those. Results go to $OUT (or gpu_out/): gpu.txt and one <part>.log each,
-# fused_gpu.json, bench_gpu.json, race_gpu.json.
+# fused_gpu.json, bench_gpu.json, race_gpu.json, startup_gpu.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
-PARTS=${PARTS:-fused bench race tests ddp}
+PARTS=${PARTS:-fused bench race tests ddp startup}
 mkdir -p "$OUT"
 if ! python3 -c "import hydra" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -52,5 +54,7 @@ export -f ddp_then_entries
 want tests && part tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py \
   tests/training/test_no_sync.py &
 want ddp && part ddp 120 bash -c ddp_then_entries &
+want startup && part startup 90 python3 -m recipelab.bench --startup --out "$OUT/startup_gpu.json" \
+  trainer=gpu logger=csv &
 wait
 for name in $PARTS; do echo "---- $name"; tail -n 12 "$OUT/$name.log" 2>/dev/null; done

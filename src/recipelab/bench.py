@@ -3,6 +3,7 @@
     python -m recipelab.bench [--steps N] [--rounds R] [--full] [--out bench.json] [overrides ...]
     python -m recipelab.bench --race [--seeds 5] [--budget 180] [--out bench.json] [overrides ...]
     python -m recipelab.bench --fused 6 [--epochs 3] [--out bench.json] [overrides ...]
+    python -m recipelab.bench --startup [--out bench.json] [overrides ...]
 
 1. overhead: steady-state images/s of `python -m recipelab.train` (full path: config, DataModule,
    augmentation, LightningModule, logging, checkpointing, W&B offline) against a plain PyTorch loop with
@@ -27,6 +28,9 @@
    ``race.<name>`` into the --out file, beside the figures already there (the other measures are skipped).
 6. (--fused K) seeds fused against separate jobs: a sweep of seeds 1..K trained as K jobs, then as one
    chunk (``seeds_per_process=K``); wall times and training images/s of each, under ``fused_seeds``.
+7. (--startup) where a run's seconds before training go: each set-up stage's seconds, each package's
+   import seconds, the first step against the second, CUDA's initialisation on a GPU, under
+   ``startup_profile``.
 Timings are printed and written to bench.json (each run keeps the others' figures in it); nothing here
 is asserted. Take them on an idle machine.
 """
@@ -45,6 +49,7 @@ from recipelab.benchmark.fused import fused_vs_separate
 from recipelab.benchmark.plain import steady_rates
 from recipelab.benchmark.race import run_race, summarize
 from recipelab.benchmark.runs import compose_cfg, import_seconds, template_run, time_to_accuracy
+from recipelab.benchmark.startup import profile_startup
 
 # the overhead floor's network: one 16-unit hidden layer, so that the per-step Python cost dominates
 TINY = ["model=mlp", "model.hidden=[16]"]
@@ -65,6 +70,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--name", default=None, help="--race: its name (default: the experiment's)")
     parser.add_argument("--fused", type=int, default=0, help="K seeds fused against K separate jobs")
     parser.add_argument("--epochs", type=int, default=3, help="--fused: epochs of each seed")
+    parser.add_argument("--startup", action="store_true", help="where the seconds before training go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both contenders")
     args = parser.parse_args(argv)
     if args.race:
@@ -74,6 +80,12 @@ def main(argv=None) -> dict:
             result = fused_vs_separate(args.overrides, args.fused, args.epochs, Path(tmp))
         print(json.dumps(result, indent=2))
         return write_merged(Path(args.out), {"fused_seeds": result})
+
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = profile_startup(args.overrides, Path(tmp))
+        print(json.dumps(result, indent=2))
+        return write_merged(Path(args.out), {"startup_profile": result})
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe = round_settings(args, args.overrides)
