@@ -9,10 +9,12 @@ command is run again, in its jobs' own folders, and ends where the sweep never s
 import json
 
 import pytest
+import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 
 from recipelab.build_fused import build_fused_run
 from recipelab.errors import UserError
+from recipelab.run.fused import copy_tester
 from tests.conftest import train_cli
 from tests.test_evaluate import evaluate_cli
 from tests.test_fused_runs import SMALL
@@ -66,6 +68,17 @@ def test_devices_auto_that_starts_several_processes_is_refused_before_training(t
     cfg = compose_train("seeds_per_process=2", "trainer.devices=auto", "logger=csv")
     with pytest.raises(UserError, match=r"^trainer.devices=auto: .*seeds_per_process=2: 2 processes"):
         build_fused_run(cfg, [1, 2], [tmp_path / "1", tmp_path / "2"])
+
+
+def test_each_copy_is_tested_in_the_chunks_precision_on_its_device(tmp_path):
+    """The default recipe trains in bf16 autocast on the CPU, and so does the test of each copy (before,
+    the tester autocast for CUDA: on the CPU the copies were tested in fp32, their separate runs in bf16)."""
+    cfg = compose_train("seeds_per_process=2", "logger=csv")
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "cpu"
+    tester = copy_tester(build_fused_run(cfg, [1, 2], [tmp_path / "1", tmp_path / "2"]))
+    with tester.precision_plugin.forward_context():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert tester.num_devices == 1 and tester.logger is None
 
 
 @pytest.mark.slow

@@ -118,15 +118,17 @@ def copy_history(rows: list[dict], i: int, diverged: dict | None, stopped: dict 
     return [copy_row(r, i) for r in rows if r["step"] <= end]
 
 
-def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: float | None) -> None:
-    """Each copy's best checkpoint, tested by the module its separate run would test it with."""
-    best = next(c for c in run.callbacks if isinstance(c, CopyCheckpoints))
+def copy_tester(run: FusedRun) -> L.Trainer:
+    """The Trainer that tests each copy: the chunk's device and precision, nothing else. The accelerator
+    is named as the run's config names it: given the chunk Trainer's accelerator object, Lightning 2.6
+    sets bf16-mixed autocast up for CUDA, so on the CPU each copy was tested in fp32 where its separate
+    run tests in bf16 (test accuracies apart in the 4th digit from the same weights)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = rank_zero.level
     rank_zero.setLevel(logging.WARNING)  # the device lines: the chunk's Trainer printed them already
     try:
-        tester = L.Trainer(
-            accelerator=run.trainer.accelerator,
+        return L.Trainer(
+            accelerator=run.configs[0].trainer.accelerator,
             devices=1,
             precision=run.trainer.precision_plugin.precision,
             logger=False,
@@ -136,6 +138,12 @@ def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: 
         )
     finally:
         rank_zero.setLevel(level)
+
+
+def _test_copies(run: FusedRun, records: list[dict], metrics: dict, train_time: float | None) -> None:
+    """Each copy's best checkpoint, tested by the module its separate run would test it with."""
+    best = next(c for c in run.callbacks if isinstance(c, CopyCheckpoints))
+    tester = copy_tester(run)
     swa = any(isinstance(c, StochasticWeightAveraging) for c in run.callbacks)
     for i, (record, module) in enumerate(zip(records, run.copies, strict=True)):
         if i in run.module.diverged:
