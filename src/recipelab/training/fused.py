@@ -58,11 +58,15 @@ class FusedModule(RecipeModule):
         return self.model(x.expand(self.k, *x.shape))
 
     def copy_losses(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-        """Each copy's mean cross-entropy: logits ``[k, N, classes]``, labels ``[k, N]`` → ``[k]``."""
-        losses = F.cross_entropy(
-            logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=smoothing
+        """Each copy's mean cross-entropy: logits ``[k, N, classes]``, labels ``[k, N]`` → ``[k]``. One call
+        a copy, as its separate run makes it: the mean of one flattened call's per-sample losses sums them
+        in another order, and the logged losses differed from the separate run's in the 7th digit."""
+        return torch.stack(
+            [
+                F.cross_entropy(out, labels, label_smoothing=smoothing)
+                for out, labels in zip(logits, y, strict=True)
+            ]
         )
-        return losses.view(y.shape).mean(1)
 
     def training_loss(self, batch, batch_idx):
         x, y = batch  # [k, N, C, H, W], [k, N]: each copy's own batch
