@@ -17,49 +17,42 @@ import sys
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from recipelab.benchmark.plain import InterleavedTimer
+from recipelab.benchmark.plain import InterleavedTimer, PlainLoop
 from recipelab.benchmark.runs import compose_cfg
-from recipelab.build import build_datamodule, build_model, build_param_groups
-from recipelab.data import TensorBatchLoader, build_augmentation, prepare_batch
+from recipelab.build import build_datamodule
+from recipelab.data import TensorBatchLoader, prepare_batch
 
 
 class BareModule(L.LightningModule):
     """One optimizer step a batch through ``self.optimizers()``, a closure and ``manual_backward``: the
-    step the plain loop takes, under Lightning's loop and its optimizer wrapper. ``data``: the run's set-up
-    DataModule, read as the plain loop reads it (its training tensors and statistics), not given to
-    Lightning (its transfer hooks are the template's)."""
+    step the plain loop takes, with the plain loop's own parts (model, optimizer, schedule, augmentation,
+    batches: ``PlainLoop``), under Lightning's loop and its optimizer wrapper. ``data``: the run's set-up
+    DataModule, on the training device, read as the plain loop reads it, not given to Lightning (its
+    transfer hooks are the template's)."""
 
     def __init__(self, cfg, data):
         super().__init__()
-        self.cfg, self.data, self.batch_size = cfg, data, data.batch_size
-        self.steps_per_epoch = -(-data.num_train // data.batch_size)
-        self.augmentation = build_augmentation(cfg.augmentation.ops, seed=cfg.seed)
         # the timer builds its plain loop from the run's config, as in the template's run
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg)})  # Hydra-free: unresolved
         self.automatic_optimization = False
-        self.format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        with torch.random.fork_rng(devices=[]):  # the plain loop's initial weights
-            torch.manual_seed(cfg.seed)
-            self.model = build_model(cfg).to(memory_format=self.format)
-
-    def setup(self, stage: str) -> None:
-        self.data.to(self.trainer.strategy.root_device)  # resident on the device, as the template's data
+        self.data = data
+        self.plain = PlainLoop(cfg, *data.splits["train"], data.batch_size, data.stats)
+        self.model = self.plain.model
 
     def train_dataloader(self) -> TensorBatchLoader:
-        images, labels = self.data.splits["train"]
-        return TensorBatchLoader(images, labels, self.batch_size, shuffle=True, seed=self.cfg.seed)
+        return self.plain.loader
 
     def training_step(self, batch, batch_idx):
         images, y = batch
-        x = prepare_batch(images, *self.data.stats, self.augmentation)
+        x = prepare_batch(images, *self.plain.stats, self.plain.aug).contiguous(
+            memory_format=self.plain.format
+        )
         optimizer = self.optimizers()
 
         def closure() -> torch.Tensor:
-            out = self.model(x.contiguous(memory_format=self.format))
-            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.regularization.label_smoothing)
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.plain.smoothing)
             optimizer.zero_grad()
             self.manual_backward(loss)
             return loss
@@ -68,12 +61,7 @@ class BareModule(L.LightningModule):
         self.lr_schedulers().step()
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.cfg.optimizer)(build_param_groups(self.cfg, self.batch_size)(self.model))
-        total = self.steps_per_epoch * self.cfg.trainer.max_epochs  # the plain loop's schedule length
-        schedule = instantiate(self.cfg.scheduler.build)(
-            optimizer, total_steps=total, steps_per_epoch=self.steps_per_epoch
-        )
-        return [optimizer], [schedule]
+        return [self.plain.opt], [self.plain.sched]
 
 
 def bare_trainer(**settings) -> L.Trainer:
@@ -95,6 +83,7 @@ def main(timer_path: str, overrides: list[str]) -> None:
         limit_train_batches=cfg.trainer.limit_train_batches,
         callbacks=[InterleavedTimer(timer_path)],
     )
+    datamodule.to(trainer.strategy.root_device)  # resident on the device, as the template's data
     trainer.fit(BareModule(cfg, datamodule))
 
 

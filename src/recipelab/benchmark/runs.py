@@ -25,8 +25,9 @@ def template_run(overrides: list[str], workdir: Path, bare: bool = False) -> dic
     """`python -m recipelab.train` in a subprocess with an InterleavedTimer; its step times and start-up.
     ``bare``: Lightning's loop alone (`recipelab.benchmark.bare`) in place of the template's run."""
     timer_file = workdir / f"steps-{time.time_ns()}.json"
-    args = [sys.executable, "-m", "recipelab.benchmark.bare", str(timer_file), *overrides]
-    if not bare:
+    if bare:
+        args = [sys.executable, "-m", "recipelab.benchmark.bare", str(timer_file), *overrides]
+    else:
         args = [
             sys.executable,
             "-m",
